@@ -1,1 +1,5 @@
+//! atrest's Kubernetes API layer: object codecs and storage keys (the REST
+//! handlers will be built on these).
 #![forbid(unsafe_code)]
+
+pub mod codec;
