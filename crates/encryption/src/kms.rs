@@ -1,0 +1,128 @@
+//! What the provider chain needs from a KMS plugin: the KMS v2 (and v1) calls, as traits.
+//!
+//! The gRPC client that speaks the upstream protocol over a unix socket implements these;
+//! tests may implement them in-process with real cryptography.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::config::KmsConfig;
+
+/// A failure talking to a KMS plugin. Messages come from the plugin or the transport, never
+/// from key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KmsError {
+    #[error("KMS plugin {name:?} is not reachable: {message}")]
+    Unavailable { name: String, message: String },
+    #[error("KMS plugin {name:?} did not answer within {timeout_ms} ms")]
+    Timeout { name: String, timeout_ms: u128 },
+    #[error("KMS plugin {name:?} is unhealthy: {message}")]
+    Unhealthy { name: String, message: String },
+    #[error("KMS plugin {name:?} gave an invalid response: {message}")]
+    InvalidResponse { name: String, message: String },
+    #[error("KMS plugin {name:?} failed the call with gRPC status {code}: {message}")]
+    Rpc {
+        name: String,
+        code: String,
+        message: String,
+    },
+}
+
+impl KmsError {
+    /// The gRPC status code name for metrics (`OK` never appears here).
+    pub fn grpc_code(&self) -> &str {
+        match self {
+            KmsError::Rpc { code, .. } => code,
+            KmsError::Timeout { .. } => "DeadlineExceeded",
+            KmsError::Unavailable { .. } => "Unavailable",
+            KmsError::Unhealthy { .. } | KmsError::InvalidResponse { .. } => "unknown-non-grpc",
+        }
+    }
+}
+
+/// `StatusResponse` of the KMS v2 API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsStatus {
+    pub version: String,
+    pub healthz: String,
+    pub key_id: String,
+}
+
+/// `EncryptResponse` of the KMS v2 API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsEncryptResponse {
+    pub ciphertext: Vec<u8>,
+    pub key_id: String,
+    pub annotations: BTreeMap<String, Vec<u8>>,
+}
+
+/// The KMS v2 plugin service (`v2.KeyManagementService`).
+#[async_trait::async_trait]
+pub trait KmsV2Service: Send + Sync + std::fmt::Debug {
+    async fn status(&self) -> Result<KmsStatus, KmsError>;
+    async fn encrypt(&self, uid: &str, plaintext: &[u8]) -> Result<KmsEncryptResponse, KmsError>;
+    async fn decrypt(
+        &self,
+        uid: &str,
+        key_id: &str,
+        ciphertext: &[u8],
+        annotations: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Vec<u8>, KmsError>;
+}
+
+/// The deprecated KMS v1 plugin service (`v1beta1.KeyManagementService`).
+#[async_trait::async_trait]
+pub trait KmsV1Service: Send + Sync + std::fmt::Debug {
+    async fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, KmsError>;
+    async fn decrypt(&self, ciphertext: &[u8]) -> Result<Vec<u8>, KmsError>;
+}
+
+/// Opens a client to the plugin a `kms` block names.
+pub trait KmsConnector: Send + Sync {
+    fn connect_v2(&self, config: &KmsConfig) -> Result<Arc<dyn KmsV2Service>, KmsError>;
+    fn connect_v1(&self, config: &KmsConfig) -> Result<Arc<dyn KmsV1Service>, KmsError>;
+}
+
+/// A connector for contexts without KMS support: every `kms` provider fails to build with a
+/// message saying so.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoKmsConnector;
+
+impl NoKmsConnector {
+    fn refuse(config: &KmsConfig) -> KmsError {
+        KmsError::Unavailable {
+            name: config.name.clone(),
+            message: format!(
+                "no KMS gRPC client is available in this context, so the plugin at {} cannot be reached",
+                config.endpoint.url
+            ),
+        }
+    }
+}
+
+impl KmsConnector for NoKmsConnector {
+    fn connect_v2(&self, config: &KmsConfig) -> Result<Arc<dyn KmsV2Service>, KmsError> {
+        Err(Self::refuse(config))
+    }
+    fn connect_v1(&self, config: &KmsConfig) -> Result<Arc<dyn KmsV1Service>, KmsError> {
+        Err(Self::refuse(config))
+    }
+}
+
+/// A random (version 4) UUID string, the `uid` upstream attaches to each KMS call.
+pub(crate) fn new_uid() -> String {
+    let mut b = [0u8; 16];
+    // A failing CSPRNG only degrades this correlation id, never key material.
+    let _ = getrandom::fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
