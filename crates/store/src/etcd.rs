@@ -1,0 +1,810 @@
+//! The etcd backend (etcd v3 API over gRPC). See `DESIGN.md` for the retry rules.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use etcd_client::{
+    Certificate, Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions,
+    EventType, GetOptions, Identity, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
+};
+
+use crate::types::prefix_end;
+use crate::{
+    display_key, KeyValue, LeaseId, ListRequest, ListResponse, Result, Store, StoreError,
+    StoreMetrics, TlsFiles, WatchEvent, WatchStream,
+};
+
+/// Transient failures are retried for this long before the caller sees `Unavailable`.
+/// Long enough to ride out an etcd leader election (a few election timeouts).
+const RETRY_BUDGET: Duration = Duration::from_secs(20);
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Per-request deadline: a request to a dead member must not hang forever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How an etcd failure should be handled.
+enum Failure {
+    /// Worth retrying (connection loss, no leader, leader changed, timeouts).
+    Transient(String),
+    /// The answer: retrying will not change it.
+    Final(StoreError),
+}
+
+fn classify(err: etcd_client::Error) -> Failure {
+    use etcd_client::Error as E;
+    match err {
+        E::TransportError(e) => Failure::Transient(format!("transport error: {e}")),
+        E::IoError(e) => Failure::Transient(format!("i/o error: {e}")),
+        E::GRpcStatus(status) => {
+            let message = status.message().to_string();
+            let code = status.code();
+            if message.contains("required revision has been compacted") {
+                // Filled in with the real compacted revision by the caller.
+                return Failure::Final(StoreError::Compacted {
+                    requested: 0,
+                    compact_revision: 0,
+                });
+            }
+            if message.contains("required revision is a future revision") {
+                return Failure::Final(StoreError::FutureRevision {
+                    requested: 0,
+                    current: 0,
+                });
+            }
+            if message.contains("requested lease not found") {
+                return Failure::Final(StoreError::LeaseNotFound { lease: 0 });
+            }
+            // gRPC codes CANCELLED 1, UNKNOWN 2, DEADLINE_EXCEEDED 4, ABORTED 10, UNAVAILABLE 14.
+            let transient = matches!(code as i32, 1 | 2 | 4 | 10 | 14)
+                || message.contains("leader")
+                || message.contains("timed out")
+                || message.contains("too many requests");
+            if transient {
+                Failure::Transient(format!("etcd: {message} ({code:?})"))
+            } else {
+                Failure::Final(StoreError::Backend(format!("etcd: {message} ({code:?})")))
+            }
+        }
+        E::LeaseKeepAliveError(message) if message.contains("not found") => {
+            Failure::Final(StoreError::LeaseNotFound { lease: 0 })
+        }
+        E::WatchError(message) | E::LeaseKeepAliveError(message) => {
+            Failure::Transient(format!("etcd stream: {message}"))
+        }
+        other => Failure::Final(StoreError::Backend(format!("etcd: {other}"))),
+    }
+}
+
+fn to_key_value(kv: &etcd_client::KeyValue) -> KeyValue {
+    KeyValue {
+        key: kv.key().to_vec(),
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        lease: kv.lease(),
+    }
+}
+
+fn header_revision(
+    header: Option<&etcd_client::ResponseHeader>,
+) -> std::result::Result<i64, etcd_client::Error> {
+    header
+        .map(|h| h.revision())
+        .ok_or_else(|| etcd_client::Error::Internal("etcd response without a header".to_string()))
+}
+
+/// The first key of a `get` inside a transaction's failure branch.
+fn txn_get_first(response: &etcd_client::TxnResponse) -> Option<KeyValue> {
+    response.op_responses().into_iter().find_map(|op| match op {
+        TxnOpResponse::Get(get) => get.kvs().first().map(to_key_value),
+        _ => None,
+    })
+}
+
+fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(StoreError::InvalidArgument("empty key".to_string()));
+    }
+    Ok(())
+}
+
+fn read_tls_file(flag: &str, path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| StoreError::InvalidArgument(format!("reading {flag} {}: {e}", path.display())))
+}
+
+fn tls_options(tls: &TlsFiles) -> Result<TlsOptions> {
+    let mut options = TlsOptions::new();
+    if let Some(ca) = &tls.ca_file {
+        let pem = read_tls_file("--etcd-cafile", ca)?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(StoreError::InvalidArgument(format!(
+                "--etcd-cafile {} holds no PEM certificate",
+                ca.display()
+            )));
+        }
+        options = options.ca_certificate(Certificate::from_pem(pem));
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let cert_pem = read_tls_file("--etcd-certfile", cert)?;
+            let key_pem = read_tls_file("--etcd-keyfile", key)?;
+            if !String::from_utf8_lossy(&cert_pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(StoreError::InvalidArgument(format!(
+                    "--etcd-certfile {} holds no PEM certificate",
+                    cert.display()
+                )));
+            }
+            if !String::from_utf8_lossy(&key_pem).contains("PRIVATE KEY-----") {
+                return Err(StoreError::InvalidArgument(format!(
+                    "--etcd-keyfile {} holds no PEM private key",
+                    key.display()
+                )));
+            }
+            options = options.identity(Identity::from_pem(cert_pem, key_pem));
+        }
+        (None, None) => {}
+        (Some(_), None) => {
+            return Err(StoreError::InvalidArgument(
+                "--etcd-certfile given without --etcd-keyfile".to_string(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(StoreError::InvalidArgument(
+                "--etcd-keyfile given without --etcd-certfile".to_string(),
+            ))
+        }
+    }
+    Ok(options)
+}
+
+/// The etcd-backed store.
+pub(crate) struct EtcdStore {
+    client: Client,
+    endpoints: Vec<String>,
+    prefix: String,
+    metrics: Arc<StoreMetrics>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdStore {
+    pub(crate) async fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        tls: Option<&TlsFiles>,
+    ) -> Result<Self> {
+        if endpoints.is_empty() {
+            return Err(StoreError::InvalidArgument(
+                "--etcd-servers: no endpoints given".to_string(),
+            ));
+        }
+        for endpoint in endpoints {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(StoreError::InvalidArgument(format!(
+                    "--etcd-servers: {endpoint:?} is not an http:// or https:// URL"
+                )));
+            }
+        }
+        let any_https = endpoints.iter().any(|e| e.starts_with("https://"));
+        let mut options = ConnectOptions::new()
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            // Fail fast when a member has no leader so the request is retried elsewhere.
+            .with_require_leader(true);
+        if let Some(tls) = tls {
+            let tls = tls_options(tls)?;
+            if endpoints.iter().any(|e| e.starts_with("http://")) {
+                return Err(StoreError::InvalidArgument(
+                    "--etcd-cafile/--etcd-certfile/--etcd-keyfile need https:// endpoints in \
+                     --etcd-servers"
+                        .to_string(),
+                ));
+            }
+            options = options.with_tls(tls);
+        } else if any_https {
+            options = options.with_tls(TlsOptions::new());
+        }
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "connecting to etcd at {}: {e}",
+                    endpoints.join(",")
+                ))
+            })?;
+        let store = EtcdStore {
+            client,
+            endpoints: endpoints.to_vec(),
+            prefix: prefix.to_string(),
+            metrics: Arc::new(StoreMetrics::default()),
+        };
+        // Connecting is lazy: one request proves the endpoints (and TLS) actually work.
+        store.current_revision().await.map_err(|e| match e {
+            StoreError::Unavailable(msg) => StoreError::Unavailable(format!(
+                "etcd at {} did not answer: {msg}",
+                endpoints.join(",")
+            )),
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the retry budget is spent.
+    /// `attempt` receives whether an earlier attempt failed ambiguously (its request may have
+    /// been applied), so guarded writes can recognise their own earlier success.
+    async fn retry<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
+    where
+        F: FnMut(Client, bool) -> Fut,
+        Fut: Future<Output = std::result::Result<Result<T>, etcd_client::Error>>,
+    {
+        let started = Instant::now();
+        let mut backoff = FIRST_BACKOFF;
+        let mut retried = false;
+        loop {
+            match attempt(self.client.clone(), retried).await {
+                Ok(answer) => return answer,
+                Err(err) => match classify(err) {
+                    Failure::Final(err) => return Err(err),
+                    Failure::Transient(message) => {
+                        if started.elapsed() >= RETRY_BUDGET {
+                            return Err(StoreError::Unavailable(format!(
+                                "{what}: gave up after {:?}: {message}",
+                                started.elapsed()
+                            )));
+                        }
+                        tracing::debug!(%message, what, "transient etcd failure; retrying");
+                        retried = true;
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                },
+            }
+        }
+    }
+
+    /// The compacted revision, learnt the only way etcd tells it: a watch from revision 1 is
+    /// refused with the compacted revision (or accepted when nothing was compacted).
+    async fn fetch_compacted_revision(&self) -> Result<i64> {
+        self.retry("reading the compacted revision", |mut client, _| async move {
+            let options = WatchOptions::new().with_start_revision(1);
+            let mut stream = client.watch(b"\0".to_vec(), Some(options)).await?;
+            let mut compacted = 0;
+            if let Some(response) = stream.message().await? {
+                compacted = response.compact_revision();
+                if response.created() && !response.canceled() {
+                    let _ = stream.cancel(response.watch_id()).await;
+                }
+            }
+            Ok(Ok(compacted))
+        })
+        .await
+    }
+
+    /// Completes the placeholder numbers of revision errors from `classify`.
+    async fn fill_revision_error(&self, err: StoreError, requested: i64) -> StoreError {
+        match err {
+            StoreError::Compacted { .. } => StoreError::Compacted {
+                requested,
+                compact_revision: self.fetch_compacted_revision().await.unwrap_or(0),
+            },
+            StoreError::FutureRevision { .. } => StoreError::FutureRevision {
+                requested,
+                current: self.current_revision().await.unwrap_or(0),
+            },
+            other => other,
+        }
+    }
+
+    async fn open_watch(
+        client: &mut Client,
+        prefix: &[u8],
+        start_revision: i64,
+    ) -> std::result::Result<Result<(etcd_client::WatchStream, i64)>, etcd_client::Error> {
+        let end = prefix_end(prefix).unwrap_or_else(|| vec![0]);
+        let options = WatchOptions::new()
+            .with_range(end)
+            .with_start_revision(start_revision)
+            .with_prev_key();
+        let mut stream = client.watch(prefix.to_vec(), Some(options)).await?;
+        match stream.message().await? {
+            Some(response) if response.compact_revision() > 0 || response.canceled() => {
+                Ok(Err(StoreError::Compacted {
+                    requested: start_revision,
+                    compact_revision: response.compact_revision(),
+                }))
+            }
+            Some(response) => {
+                let revision = header_revision(response.header())?;
+                Ok(Ok((stream, revision)))
+            }
+            None => Err(etcd_client::Error::WatchError(
+                "watch stream closed before it was created".to_string(),
+            )),
+        }
+    }
+}
+
+fn map_event(event: &etcd_client::Event) -> Option<WatchEvent> {
+    let kv = event.kv()?;
+    match event.event_type() {
+        EventType::Put => Some(WatchEvent::Put {
+            kv: to_key_value(kv),
+            prev: event.prev_kv().map(to_key_value),
+        }),
+        EventType::Delete => Some(WatchEvent::Delete {
+            revision: kv.mod_revision(),
+            prev: event.prev_kv().map(to_key_value).unwrap_or_else(|| KeyValue {
+                key: kv.key().to_vec(),
+                value: Vec::new(),
+                create_revision: 0,
+                mod_revision: 0,
+                lease: 0,
+            }),
+        }),
+    }
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        check_key(key)?;
+        self.retry("get", |mut client, _| async move {
+            let response = client.get(key, None).await?;
+            Ok(Ok(response.kvs().first().map(to_key_value)))
+        })
+        .await
+    }
+
+    async fn list(&self, request: ListRequest) -> Result<ListResponse> {
+        let start = match &request.start_after {
+            // The smallest key after `after`.
+            Some(after) if after.as_slice() >= request.prefix.as_slice() => {
+                let mut next = after.clone();
+                next.push(0);
+                next
+            }
+            _ => request.prefix.clone(),
+        };
+        let end = prefix_end(&request.prefix).unwrap_or_else(|| vec![0]);
+        let revision = request.revision.filter(|r| *r > 0);
+        let result = self
+            .retry("list", |mut client, _| {
+                let (start, end) = (start.clone(), end.clone());
+                async move {
+                    let mut options = GetOptions::new().with_range(end);
+                    if request.limit > 0 {
+                        options =
+                            options.with_limit(i64::try_from(request.limit).unwrap_or(i64::MAX));
+                    }
+                    if let Some(revision) = revision {
+                        options = options.with_revision(revision);
+                    }
+                    let response = client.get(start, Some(options)).await?;
+                    let items: Vec<KeyValue> = response.kvs().iter().map(to_key_value).collect();
+                    let read_at = match revision {
+                        Some(revision) => revision,
+                        None => header_revision(response.header())?,
+                    };
+                    let remaining_count = response.count() - items.len() as i64;
+                    Ok(Ok(ListResponse {
+                        more: response.more(),
+                        items,
+                        revision: read_at,
+                        remaining_count: remaining_count.max(0),
+                    }))
+                }
+            })
+            .await;
+        match result {
+            Ok(response) => Ok(response),
+            Err(err) => Err(self.fill_revision_error(err, revision.unwrap_or(0)).await),
+        }
+    }
+
+    async fn create(&self, key: &[u8], value: &[u8], lease: Option<LeaseId>) -> Result<i64> {
+        check_key(key)?;
+        let lease = lease.unwrap_or(0);
+        let result = self
+            .retry("create", |mut client, retried| async move {
+                let put = PutOptions::new().with_lease(lease);
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key, value, Some(put))])
+                    .or_else([TxnOp::get(key, None)]);
+                let response = client.txn(txn).await?;
+                if response.succeeded() {
+                    return Ok(Ok(header_revision(response.header())?));
+                }
+                match txn_get_first(&response) {
+                    // An earlier attempt whose answer was lost did create it: our own bytes.
+                    Some(actual) if retried && actual.value == value && actual.lease == lease => {
+                        Ok(Ok(actual.mod_revision))
+                    }
+                    _ => Ok(Err(StoreError::AlreadyExists { key: key.to_vec() })),
+                }
+            })
+            .await;
+        match result {
+            Err(StoreError::LeaseNotFound { .. }) => Err(StoreError::LeaseNotFound { lease }),
+            other => other,
+        }
+    }
+
+    async fn update(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expected_mod_revision: i64,
+        lease: Option<LeaseId>,
+    ) -> Result<i64> {
+        check_key(key)?;
+        let lease = lease.unwrap_or(0);
+        let expected = expected_mod_revision;
+        let result = self
+            .retry("update", |mut client, retried| async move {
+                let put = PutOptions::new().with_lease(lease);
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
+                    .and_then([TxnOp::put(key, value, Some(put))])
+                    .or_else([TxnOp::get(key, None)]);
+                let response = client.txn(txn).await?;
+                if response.succeeded() {
+                    return Ok(Ok(header_revision(response.header())?));
+                }
+                match txn_get_first(&response) {
+                    None => Ok(Err(StoreError::NotFound { key: key.to_vec() })),
+                    // An earlier attempt whose answer was lost did apply: our own bytes.
+                    Some(actual)
+                        if retried
+                            && actual.value == value
+                            && actual.lease == lease
+                            && actual.mod_revision > expected =>
+                    {
+                        Ok(Ok(actual.mod_revision))
+                    }
+                    Some(actual) => Ok(Err(StoreError::conflict(key, expected, Some(actual)))),
+                }
+            })
+            .await;
+        match result {
+            Err(StoreError::LeaseNotFound { .. }) => Err(StoreError::LeaseNotFound { lease }),
+            other => other,
+        }
+    }
+
+    async fn delete(
+        &self,
+        key: &[u8],
+        expected_mod_revision: Option<i64>,
+    ) -> Result<(i64, KeyValue)> {
+        check_key(key)?;
+        self.retry("delete", |mut client, _| async move {
+            let guard = match expected_mod_revision {
+                Some(expected) => Compare::mod_revision(key, CompareOp::Equal, expected),
+                None => Compare::create_revision(key, CompareOp::Greater, 0),
+            };
+            let txn = Txn::new()
+                .when([guard])
+                .and_then([TxnOp::delete(key, Some(DeleteOptions::new().with_prev_key()))])
+                .or_else([TxnOp::get(key, None)]);
+            let response = client.txn(txn).await?;
+            if response.succeeded() {
+                let revision = header_revision(response.header())?;
+                let prev = response.op_responses().into_iter().find_map(|op| match op {
+                    TxnOpResponse::Delete(delete) => delete.prev_kvs().first().map(to_key_value),
+                    _ => None,
+                });
+                return Ok(match prev {
+                    Some(prev) => Ok((revision, prev)),
+                    None => Err(StoreError::Backend(format!(
+                        "etcd deleted {} without returning the previous version",
+                        display_key(key)
+                    ))),
+                });
+            }
+            Ok(match (txn_get_first(&response), expected_mod_revision) {
+                (None, _) => Err(StoreError::NotFound { key: key.to_vec() }),
+                (Some(actual), Some(expected)) => {
+                    Err(StoreError::conflict(key, expected, Some(actual)))
+                }
+                (Some(_), None) => Err(StoreError::Backend(format!(
+                    "etcd refused to delete existing key {}",
+                    display_key(key)
+                ))),
+            })
+        })
+        .await
+    }
+
+    async fn current_revision(&self) -> Result<i64> {
+        self.retry("current revision", |mut client, _| async move {
+            let options = GetOptions::new().with_count_only();
+            let response = client.get(b"\0".to_vec(), Some(options)).await?;
+            Ok(Ok(header_revision(response.header())?))
+        })
+        .await
+    }
+
+    async fn watch(&self, prefix: &[u8], from_revision: i64) -> Result<WatchStream> {
+        let prefix = prefix.to_vec();
+        let (stream, created_at) = self
+            .retry("watch", |mut client, _| {
+                let prefix = prefix.clone();
+                async move { EtcdStore::open_watch(&mut client, &prefix, from_revision).await }
+            })
+            .await?;
+        let next = if from_revision > 0 {
+            from_revision
+        } else {
+            created_at + 1
+        };
+        let (events, receiver) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(pump_watch(
+            self.client.clone(),
+            prefix,
+            stream,
+            next,
+            events,
+        ));
+        let mut receiver = receiver;
+        Ok(Box::pin(futures::stream::poll_fn(move |cx| {
+            receiver.poll_recv(cx)
+        })))
+    }
+
+    async fn compact(&self, revision: i64) -> Result<()> {
+        let result = self
+            .retry("compact", |mut client, _| async move {
+                let options = CompactionOptions::new().with_physical();
+                client.compact(revision, Some(options)).await?;
+                Ok(Ok(()))
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                self.metrics.record_compaction(revision);
+                Ok(())
+            }
+            Err(err) => Err(self.fill_revision_error(err, revision).await),
+        }
+    }
+
+    async fn compacted_revision(&self) -> Result<i64> {
+        self.fetch_compacted_revision().await
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
+        if ttl < Duration::from_secs(1) {
+            return Err(StoreError::InvalidArgument(format!(
+                "lease TTL {ttl:?} is below the minimum of 1s"
+            )));
+        }
+        // etcd TTLs are whole seconds: round up so a lease never lives shorter than asked.
+        let seconds = i64::try_from(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0))
+            .unwrap_or(i64::MAX);
+        self.retry("grant lease", |mut client, _| async move {
+            let response = client.lease_grant(seconds, None).await?;
+            Ok(Ok(response.id()))
+        })
+        .await
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
+        let result = self
+            .retry("lease keep-alive", |mut client, _| async move {
+                // The client sends one keep-alive and waits for its answer.
+                client.lease_keep_alive(lease).await?;
+                Ok(Ok(()))
+            })
+            .await;
+        match result {
+            Err(StoreError::LeaseNotFound { .. }) => Err(StoreError::LeaseNotFound { lease }),
+            other => other,
+        }
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
+        let result = self
+            .retry("revoke lease", |mut client, _| async move {
+                client.lease_revoke(lease).await?;
+                Ok(Ok(()))
+            })
+            .await;
+        match result {
+            Err(StoreError::LeaseNotFound { .. }) => Err(StoreError::LeaseNotFound { lease }),
+            other => other,
+        }
+    }
+
+    async fn history(&self, prefix: &[u8]) -> Result<Vec<KeyValue>> {
+        // The retained history is the state at the compacted revision plus every event
+        // after it; etcd replays the events to a watch started just after compaction.
+        let compacted = self.fetch_compacted_revision().await?;
+        let current = self.current_revision().await?;
+        let mut versions = Vec::new();
+        if compacted > 0 {
+            let mut start_after = None;
+            loop {
+                let page = self
+                    .list(ListRequest {
+                        prefix: prefix.to_vec(),
+                        start_after: start_after.take(),
+                        limit: 1000,
+                        revision: Some(compacted),
+                    })
+                    .await?;
+                start_after = page.items.last().map(|kv| kv.key.clone());
+                versions.extend(page.items);
+                if !page.more {
+                    break;
+                }
+            }
+        }
+        if current > compacted {
+            let prefix = prefix.to_vec();
+            let replayed = self
+                .retry("history replay", |mut client, _| {
+                    let prefix = prefix.clone();
+                    async move { replay_history(&mut client, &prefix, compacted + 1, current).await }
+                })
+                .await?;
+            versions.extend(replayed);
+        }
+        versions.sort_by(|a, b| (&a.key, a.mod_revision).cmp(&(&b.key, b.mod_revision)));
+        versions.dedup_by(|a, b| a.key == b.key && a.mod_revision == b.mod_revision);
+        Ok(versions)
+    }
+
+    fn metrics(&self) -> Arc<StoreMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "etcd at {} (prefix {})",
+            self.endpoints.join(","),
+            self.prefix
+        )
+    }
+}
+
+/// Every put under `prefix` from `from` up to `until`, via a watch that is asked for
+/// progress until it reports having reached `until`.
+async fn replay_history(
+    client: &mut Client,
+    prefix: &[u8],
+    from: i64,
+    until: i64,
+) -> std::result::Result<Result<Vec<KeyValue>>, etcd_client::Error> {
+    let (mut stream, _) = match EtcdStore::open_watch(client, prefix, from).await? {
+        Ok(opened) => opened,
+        Err(err) => return Ok(Err(err)),
+    };
+    let mut versions = Vec::new();
+    loop {
+        // A progress answer comes only once the watcher has caught up: ask until it does.
+        stream.request_progress().await?;
+        let message = tokio::time::timeout(Duration::from_millis(200), stream.message()).await;
+        let Ok(message) = message else { continue };
+        let Some(response) = message? else {
+            return Err(etcd_client::Error::WatchError(
+                "history watch closed".to_string(),
+            ));
+        };
+        if response.canceled() {
+            return Ok(Err(StoreError::Compacted {
+                requested: from,
+                compact_revision: response.compact_revision(),
+            }));
+        }
+        let mut reached = response.header().map_or(0, |h| h.revision());
+        for event in response.events() {
+            if let Some(kv) = event.kv() {
+                reached = reached.max(kv.mod_revision());
+                if event.event_type() == EventType::Put && kv.mod_revision() <= until {
+                    versions.push(to_key_value(kv));
+                }
+            }
+        }
+        if response.events().is_empty() && reached >= until {
+            return Ok(Ok(versions));
+        }
+        if response.events().last().and_then(|e| e.kv()).map(|kv| kv.mod_revision())
+            >= Some(until)
+        {
+            return Ok(Ok(versions));
+        }
+    }
+}
+
+/// Forwards watch events to the consumer, resuming after connection loss from the next
+/// undelivered revision, so the consumer sees every event exactly once, in order.
+async fn pump_watch(
+    mut client: Client,
+    prefix: Vec<u8>,
+    mut stream: etcd_client::WatchStream,
+    mut next: i64,
+    events: tokio::sync::mpsc::Sender<Result<WatchEvent>>,
+) {
+    loop {
+        let message = tokio::select! {
+            message = stream.message() => message,
+            () = events.closed() => return,
+        };
+        let failure = match message {
+            Ok(Some(response)) => {
+                if response.canceled() {
+                    let err = if response.compact_revision() > 0 {
+                        StoreError::Compacted {
+                            requested: next,
+                            compact_revision: response.compact_revision(),
+                        }
+                    } else {
+                        StoreError::Unavailable(format!(
+                            "etcd cancelled the watch on {}: {}",
+                            display_key(&prefix),
+                            response.cancel_reason()
+                        ))
+                    };
+                    let _ = events.send(Err(err)).await;
+                    return;
+                }
+                for event in response.events() {
+                    let Some(event) = map_event(event) else { continue };
+                    if event.revision() < next {
+                        continue; // Already delivered before a reconnect.
+                    }
+                    next = event.revision() + 1;
+                    if events.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            Ok(None) => "watch stream ended".to_string(),
+            Err(err) => err.to_string(),
+        };
+        // Reconnect from the next undelivered revision, within the retry budget.
+        let started = Instant::now();
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            if started.elapsed() >= RETRY_BUDGET {
+                let _ = events
+                    .send(Err(StoreError::Unavailable(format!(
+                        "watch on {} lost and not re-established: {failure}",
+                        display_key(&prefix)
+                    ))))
+                    .await;
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            match EtcdStore::open_watch(&mut client, &prefix, next).await {
+                Ok(Ok((reopened, _))) => {
+                    stream = reopened;
+                    break;
+                }
+                Ok(Err(err)) => {
+                    let _ = events.send(Err(err)).await;
+                    return;
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "re-establishing watch failed; retrying");
+                }
+            }
+        }
+    }
+}
