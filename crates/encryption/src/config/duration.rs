@@ -43,6 +43,9 @@ pub fn parse_go_duration(text: &str) -> Result<GoDuration, String> {
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(after.len());
         let (unit, after) = after.split_at(unit_len);
+        if number.is_empty() || number == "." {
+            return Err(invalid());
+        }
         let unit_nanos: u128 = match unit {
             "ns" => 1,
             "us" | "µs" | "μs" => 1_000,

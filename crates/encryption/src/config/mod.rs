@@ -746,20 +746,21 @@ fn parse_kms_endpoint(url: &str) -> Result<KmsEndpoint, String> {
     if url.chars().any(|c| c.is_ascii_control()) {
         return Err(format!("invalid endpoint for kms provider, error: parse {url:?}: net/url: invalid control character in URL"));
     }
-    let scheme =
-        match url.split_once(':') {
-            Some((s, _)) if s.is_empty() => return Err(format!(
+    let scheme = match url.split_once(':') {
+        Some(("", _)) => {
+            return Err(format!(
                 "invalid endpoint for kms provider, error: parse {url:?}: missing protocol scheme"
-            )),
-            Some((s, _))
-                if s.starts_with(|c: char| c.is_ascii_alphabetic())
-                    && s.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) =>
-            {
-                s.to_ascii_lowercase()
-            }
-            _ => String::new(),
-        };
+            ))
+        }
+        Some((s, _))
+            if s.starts_with(|c: char| c.is_ascii_alphabetic())
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) =>
+        {
+            s.to_ascii_lowercase()
+        }
+        _ => String::new(),
+    };
     if scheme != "unix" {
         return Err(format!(
             "unsupported scheme {scheme:?} for KMS provider, only unix is supported"

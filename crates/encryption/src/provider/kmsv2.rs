@@ -154,6 +154,8 @@ fn is_fqdn(name: &str) -> bool {
 }
 
 /// An unwrapped DEK source, ready to open values.
+// Cached behind an Arc; variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum DekSource {
     /// Type 1: HMAC key over the seed; DEK = HMAC-SHA256(seed, info || 0x01), i.e.
     /// HKDF-Expand with a single output block.
