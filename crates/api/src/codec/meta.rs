@@ -223,13 +223,16 @@ impl ManagedFieldsEntry {
         out.string_omitempty("manager", &self.manager);
         out.string_omitempty("operation", &self.operation);
         out.string_omitempty("apiVersion", &self.api_version);
-        if let Some(time) = self.time {
+        // A set-but-zero pointer time would show as `null` in Go, which reads
+        // back as unset; omitting it keeps decode(encode(x)) == x.
+        if let Some(time) = self.time.filter(|time| !time.is_zero()) {
             out.value("time", time.to_json(&child_path(path, "time"))?);
         }
         out.string_omitempty("fieldsType", &self.fields_type);
         match &self.fields_v1 {
             None => {}
-            Some(None) => out.value("fieldsV1", Value::Null),
+            // Go shows a FieldsV1 without Raw as `null`, i.e. unset.
+            Some(None) => {}
             Some(Some(raw)) => {
                 // Go copies Raw verbatim into the JSON, so it must be JSON.
                 let parsed =
@@ -402,7 +405,7 @@ impl ObjectMeta {
             self.creation_timestamp
                 .to_json("metadata.creationTimestamp")?,
         );
-        if let Some(time) = self.deletion_timestamp {
+        if let Some(time) = self.deletion_timestamp.filter(|time| !time.is_zero()) {
             out.value(
                 "deletionTimestamp",
                 time.to_json("metadata.deletionTimestamp")?,
