@@ -275,22 +275,45 @@ impl EtcdStore {
         }
     }
 
-    /// The compacted revision, learnt the only way etcd tells it: a watch from revision 1 is
-    /// refused with the compacted revision (or accepted when nothing was compacted).
-    async fn fetch_compacted_revision(&self) -> Result<i64> {
-        self.retry("reading the compacted revision", |mut client, _| async move {
-            let options = WatchOptions::new().with_start_revision(1);
-            let mut stream = client.watch(b"\0".to_vec(), Some(options)).await?;
-            let mut compacted = 0;
-            if let Some(response) = stream.message().await? {
-                compacted = response.compact_revision();
-                if response.created() && !response.canceled() {
-                    let _ = stream.cancel(response.watch_id()).await;
+    /// Whether reads at `revision` are refused because it is below the compacted revision.
+    async fn is_compacted(&self, revision: i64) -> Result<bool> {
+        self.retry("probing compaction", |mut client, _| async move {
+            let options = GetOptions::new().with_count_only().with_revision(revision);
+            match client.get(b"\0".to_vec(), Some(options)).await {
+                Ok(_) => Ok(Ok(false)),
+                Err(etcd_client::Error::GRpcStatus(status))
+                    if status.message().contains("required revision has been compacted") =>
+                {
+                    Ok(Ok(true))
                 }
+                Err(etcd_client::Error::GRpcStatus(status))
+                    if status.message().contains("required revision is a future revision") =>
+                {
+                    Ok(Ok(false))
+                }
+                Err(err) => Err(err),
             }
-            Ok(Ok(compacted))
         })
         .await
+    }
+
+    /// The compacted revision. etcd does not report it directly; reads below it are refused,
+    /// so it is the lowest readable revision, found by binary search (about 20 reads).
+    async fn fetch_compacted_revision(&self) -> Result<i64> {
+        if !self.is_compacted(1).await? {
+            return Ok(0);
+        }
+        // Invariant: `low` is compacted (unreadable), `high` is readable.
+        let (mut low, mut high) = (1, self.current_revision().await?);
+        while high - low > 1 {
+            let middle = low + (high - low) / 2;
+            if self.is_compacted(middle).await? {
+                low = middle;
+            } else {
+                high = middle;
+            }
+        }
+        Ok(high)
     }
 
     /// Completes the placeholder numbers of revision errors from `classify`.
@@ -378,6 +401,8 @@ impl Store for EtcdStore {
             }
             _ => request.prefix.clone(),
         };
+        // etcd refuses an empty key; "\0" is the smallest non-empty key.
+        let start = if start.is_empty() { vec![0] } else { start };
         let end = prefix_end(&request.prefix).unwrap_or_else(|| vec![0]);
         let revision = request.revision.filter(|r| *r > 0);
         let result = self
@@ -539,6 +564,14 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, prefix: &[u8], from_revision: i64) -> Result<WatchStream> {
+        // etcd reports a compacted start revision only after creating the watch; check first
+        // so the caller gets the error from `watch` itself, as from the embedded store.
+        if from_revision > 0 && self.is_compacted(from_revision).await? {
+            return Err(StoreError::Compacted {
+                requested: from_revision,
+                compact_revision: self.fetch_compacted_revision().await?,
+            });
+        }
         let prefix = prefix.to_vec();
         let (stream, created_at) = self
             .retry("watch", |mut client, _| {
@@ -681,25 +714,22 @@ impl Store for EtcdStore {
     }
 }
 
-/// Every put under `prefix` from `from` up to `until`, via a watch that is asked for
-/// progress until it reports having reached `until`.
+/// Every put under `prefix` from `from` up to `until`. etcd's progress notifications cannot
+/// say when a replay is complete (3.4 sends them before replayed events), so this watches the
+/// whole keyspace, where every revision has at least one event, until `until` has been seen.
 async fn replay_history(
     client: &mut Client,
     prefix: &[u8],
     from: i64,
     until: i64,
 ) -> std::result::Result<Result<Vec<KeyValue>>, etcd_client::Error> {
-    let (mut stream, _) = match EtcdStore::open_watch(client, prefix, from).await? {
+    let (mut stream, _) = match EtcdStore::open_watch(client, b"", from).await? {
         Ok(opened) => opened,
         Err(err) => return Ok(Err(err)),
     };
     let mut versions = Vec::new();
     loop {
-        // A progress answer comes only once the watcher has caught up: ask until it does.
-        stream.request_progress().await?;
-        let message = tokio::time::timeout(Duration::from_millis(200), stream.message()).await;
-        let Ok(message) = message else { continue };
-        let Some(response) = message? else {
+        let Some(response) = stream.message().await? else {
             return Err(etcd_client::Error::WatchError(
                 "history watch closed".to_string(),
             ));
@@ -710,21 +740,19 @@ async fn replay_history(
                 compact_revision: response.compact_revision(),
             }));
         }
-        let mut reached = response.header().map_or(0, |h| h.revision());
+        let mut reached_until = false;
         for event in response.events() {
-            if let Some(kv) = event.kv() {
-                reached = reached.max(kv.mod_revision());
-                if event.event_type() == EventType::Put && kv.mod_revision() <= until {
-                    versions.push(to_key_value(kv));
-                }
+            let Some(kv) = event.kv() else { continue };
+            // A revision's events (one transaction) arrive in one response: finish it.
+            reached_until |= kv.mod_revision() >= until;
+            if event.event_type() == EventType::Put
+                && kv.mod_revision() <= until
+                && kv.key().starts_with(prefix)
+            {
+                versions.push(to_key_value(kv));
             }
         }
-        if response.events().is_empty() && reached >= until {
-            return Ok(Ok(versions));
-        }
-        if response.events().last().and_then(|e| e.kv()).map(|kv| kv.mod_revision())
-            >= Some(until)
-        {
+        if reached_until {
             return Ok(Ok(versions));
         }
     }
