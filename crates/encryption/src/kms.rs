@@ -83,29 +83,71 @@ pub trait KmsConnector: Send + Sync {
     fn connect_v1(&self, config: &KmsConfig) -> Result<Arc<dyn KmsV1Service>, KmsError>;
 }
 
-/// A connector for contexts without KMS support: every `kms` provider fails to build with a
-/// message saying so.
+/// A connector for contexts without a KMS client: building succeeds, so resources that use
+/// no KMS provider keep working, and every call to a KMS provider fails with a message that
+/// names the provider and its endpoint.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoKmsConnector;
 
-impl NoKmsConnector {
-    fn refuse(config: &KmsConfig) -> KmsError {
+#[derive(Debug)]
+struct UnreachableKms {
+    name: String,
+    endpoint: String,
+}
+
+impl UnreachableKms {
+    fn error(&self) -> KmsError {
         KmsError::Unavailable {
-            name: config.name.clone(),
+            name: self.name.clone(),
             message: format!(
                 "no KMS gRPC client is available in this context, so the plugin at {} cannot be reached",
-                config.endpoint.url
+                self.endpoint
             ),
         }
     }
 }
 
+#[async_trait::async_trait]
+impl KmsV2Service for UnreachableKms {
+    async fn status(&self) -> Result<KmsStatus, KmsError> {
+        Err(self.error())
+    }
+    async fn encrypt(&self, _uid: &str, _plaintext: &[u8]) -> Result<KmsEncryptResponse, KmsError> {
+        Err(self.error())
+    }
+    async fn decrypt(
+        &self,
+        _uid: &str,
+        _key_id: &str,
+        _ciphertext: &[u8],
+        _annotations: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Vec<u8>, KmsError> {
+        Err(self.error())
+    }
+}
+
+#[async_trait::async_trait]
+impl KmsV1Service for UnreachableKms {
+    async fn encrypt(&self, _plaintext: &[u8]) -> Result<Vec<u8>, KmsError> {
+        Err(self.error())
+    }
+    async fn decrypt(&self, _ciphertext: &[u8]) -> Result<Vec<u8>, KmsError> {
+        Err(self.error())
+    }
+}
+
 impl KmsConnector for NoKmsConnector {
     fn connect_v2(&self, config: &KmsConfig) -> Result<Arc<dyn KmsV2Service>, KmsError> {
-        Err(Self::refuse(config))
+        Ok(Arc::new(UnreachableKms {
+            name: config.name.clone(),
+            endpoint: config.endpoint.url.clone(),
+        }))
     }
     fn connect_v1(&self, config: &KmsConfig) -> Result<Arc<dyn KmsV1Service>, KmsError> {
-        Err(Self::refuse(config))
+        Ok(Arc::new(UnreachableKms {
+            name: config.name.clone(),
+            endpoint: config.endpoint.url.clone(),
+        }))
     }
 }
 

@@ -448,3 +448,74 @@ fn lookup_order_exact_then_group_then_any() {
     assert_eq!(kinds(GroupResource::new("apps", "deployments")), ["aescbc"]);
     assert_eq!(kinds(GroupResource::new("", "configmaps")), ["secretbox"]);
 }
+
+#[test]
+fn lint_warns_about_weak_choices() {
+    let w = |text: &str| {
+        atrest_encryption::config::lint(&parse(text).unwrap())
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+    };
+    let cbc = w(&rule(
+        "[secrets]",
+        &format!("[{{aescbc: {{keys: [{{name: a, secret: '{K32}'}}]}}}}]"),
+    ));
+    assert!(
+        cbc.iter()
+            .any(|m| m.starts_with("resources[0].providers[0]: aescbc is not recommended")),
+        "{cbc:?}"
+    );
+    let id = w(&rule("[secrets, configmaps]", "[{identity: {}}]"));
+    assert!(
+        id.iter()
+            .any(|m| m.contains("new writes of secrets, configmaps are stored unencrypted")),
+        "{id:?}"
+    );
+    let none = w(&rule(
+        "[configmaps]",
+        &format!("[{{secretbox: {{keys: [{{name: a, secret: '{K32}'}}]}}}}]"),
+    ));
+    assert_eq!(
+        none,
+        vec!["resources: no rule covers secrets: they are stored in plaintext".to_string()]
+    );
+    let good = w(&rule(
+        "['*.*']",
+        &format!("[{{secretbox: {{keys: [{{name: a, secret: '{K32}'}}]}}}}]"),
+    ));
+    assert!(good.is_empty(), "{good:?}");
+}
+
+#[test]
+fn rendered_templates_parse_back() {
+    use atrest_encryption::config::template::{render, TemplateProvider};
+    let key = atrest_encryption::Key::generate(32).unwrap();
+    for kind in ["secretbox", "aesgcm", "aescbc"] {
+        let text = render(
+            &[
+                "secrets".into(),
+                "*.apps".into(),
+                "pandas.awesome.bears.example".into(),
+            ],
+            &TemplateProvider::Static {
+                kind,
+                key_name: "key1",
+                key: &key,
+            },
+            true,
+        );
+        let c = parse(&text).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert_eq!(c.rules()[0].providers.len(), 2);
+    }
+    let text = render(
+        &["secrets".into()],
+        &TemplateProvider::KmsV2 {
+            name: "vault",
+            endpoint: "unix:///run/kms.sock",
+        },
+        false,
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.kms_providers().next().unwrap().name, "vault");
+}

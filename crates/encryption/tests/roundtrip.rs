@@ -292,12 +292,26 @@ fn kms_v1_round_trips_with_the_gate() {
 }
 
 #[test]
-fn kms_without_a_connector_fails_to_build_with_a_clear_error() {
+fn kms_without_a_client_fails_on_use_with_a_clear_error() {
     let config = common::parse(&kms_v2());
-    let err = ProviderChain::build(&config, &atrest_encryption::kms::NoKmsConnector).unwrap_err();
+    let chain = ProviderChain::build(&config, &atrest_encryption::kms::NoKmsConnector).unwrap();
+    // Resources without a KMS provider are unaffected.
+    let cm = chain.for_resource(&GroupResource::new("", "configmaps"));
+    assert_eq!(
+        block_on(cm.encrypt(b"x", b"/registry/configmaps/a/b"))
+            .unwrap()
+            .stored,
+        b"x"
+    );
+    let err = block_on(
+        chain
+            .for_resource(&secrets())
+            .encrypt(b"x", b"/registry/secrets/a/b"),
+    )
+    .unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.contains("resources[0].providers[0].kms") && msg.contains("unix:///@atrest-test.sock"),
+        msg.contains("/registry/secrets/a/b") && msg.contains("unix:///@atrest-test.sock"),
         "{msg}"
     );
 }

@@ -7,7 +7,9 @@
 //! never re-checks any of that.
 
 mod duration;
+mod lint;
 mod raw;
+pub mod template;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -16,6 +18,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 pub use duration::{parse_go_duration, GoDuration};
+pub use lint::{lint, Warning};
 use raw::{RawEncryptionConfiguration, RawKey, RawKeys, RawKms, RawProviderConfiguration};
 
 use crate::key::{Key, KeyName};
