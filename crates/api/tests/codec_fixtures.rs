@@ -4,7 +4,7 @@
 
 use atrest_api::codec::{
     decode_protobuf, decode_protobuf_envelope, decode_storage, encode_json_storage,
-    encode_protobuf, CodecError,
+    encode_json_typed, encode_protobuf, normalize_builtin, CodecError,
 };
 use serde_json::{json, Value};
 
@@ -33,6 +33,41 @@ fn check_upstream_fixture(kind: &str) {
         "{kind}: the upstream JSON encodes to the upstream protobuf"
     );
     assert_eq!(decode_storage(&pb).unwrap(), expected);
+    assert_eq!(normalize_builtin(&expected).unwrap(), expected);
+
+    // Typed JSON: the upstream file's field order, compact, plus a newline.
+    let json_file = fixture(&format!("core.v1.{kind}.json"));
+    let mut compact = strip_json_whitespace(&json_file);
+    compact.push(b'\n');
+    let typed = encode_json_typed(&decoded).unwrap();
+    assert_eq!(
+        String::from_utf8(typed.clone()).unwrap(),
+        String::from_utf8(compact).unwrap(),
+        "{kind}: typed JSON in Go struct order"
+    );
+    assert_eq!(decode_storage(&typed).unwrap(), expected);
+}
+
+/// Removes insignificant whitespace from JSON text, keeping key order.
+fn strip_json_whitespace(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in text {
+        if in_string {
+            out.push(byte);
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+        } else if !byte.is_ascii_whitespace() {
+            in_string = byte == b'"';
+            out.push(byte);
+        }
+    }
+    out
 }
 
 #[test]
@@ -64,6 +99,12 @@ fn secret_stored_by_kube_apiserver_round_trips() {
         .get("subresource")
         .is_none());
     assert_eq!(encode_protobuf(&decoded).unwrap(), pb);
+    // Typed JSON keeps structured-merge-diff's fieldsV1 order.
+    let typed = String::from_utf8(encode_json_typed(&decoded).unwrap()).unwrap();
+    assert!(
+        typed.contains(r#""fieldsV1":{"f:data":{".":{},"f:api_key":{}},"f:type":{}}"#),
+        "{typed}"
+    );
 }
 
 #[test]
@@ -98,6 +139,11 @@ fn kubectl_json_bodies_encode() {
     let mut expected = object.clone();
     expected["metadata"]["creationTimestamp"] = Value::Null;
     assert_eq!(decode_protobuf(&pb).unwrap(), expected);
+    assert_eq!(normalize_builtin(&object).unwrap(), expected);
+    assert_eq!(
+        String::from_utf8(encode_json_typed(&object).unwrap()).unwrap(),
+        "{\"kind\":\"Secret\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":\"s1\",\"namespace\":\"default\",\"resourceVersion\":\"2\",\"creationTimestamp\":null},\"stringData\":{\"a\":\"changed\"},\"type\":\"Opaque\"}\n"
+    );
 }
 
 #[test]

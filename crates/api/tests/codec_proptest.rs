@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use atrest_api::codec::{
-    decode_json_storage, decode_protobuf, decode_storage, encode_json_storage, encode_protobuf,
+    decode_json_storage, decode_protobuf, decode_storage, encode_json_storage, encode_json_typed,
+    encode_protobuf, normalize_builtin,
 };
 use base64::Engine as _;
 use proptest::prelude::*;
@@ -316,6 +317,9 @@ fn check_round_trip(object: &Value) {
     assert_eq!(&decoded, object);
     assert_eq!(encode_protobuf(&decoded).unwrap(), encoded);
     assert_eq!(&decode_storage(&encoded).unwrap(), object);
+    assert_eq!(&normalize_builtin(object).unwrap(), object);
+    let typed = encode_json_typed(object).unwrap();
+    assert_eq!(&decode_storage(&typed).unwrap(), object);
 }
 
 /// JSON values as Kubernetes' unstructured decoding produces them: integers

@@ -147,7 +147,7 @@ fn write_go_float(out: &mut Vec<u8>, float: f64) {
 }
 
 /// A JSON string with `encoding/json`'s default (HTML-safe) escaping.
-fn write_string(out: &mut Vec<u8>, text: &str) {
+pub(crate) fn write_string(out: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = text.as_bytes();
