@@ -159,7 +159,7 @@ pub enum CodecError {
 impl CodecError {
     pub(crate) fn invalid_field(path: &str, expected: &'static str, found: &Value) -> Self {
         CodecError::InvalidField {
-            path: path.to_owned(),
+            path: if path.is_empty() { "object" } else { path }.to_owned(),
             expected,
             found: json_type_name(found),
         }

@@ -44,7 +44,7 @@
 //! # Not supported
 //!
 //! - Protobuf for any kind but core/v1 `Secret`, `ConfigMap`, `Namespace`
-//!   (lists included); other kinds give [`CodecError::UnsupportedKind`].
+//!   (so also their list kinds); others give [`CodecError::UnsupportedKind`].
 //!   [`decode_protobuf_envelope`] still exposes their TypeMeta and raw bytes.
 //! - CBOR storage (alpha `CBORServingAndStorage`): [`CodecError::CborNotSupported`].
 //! - Sub-second time precision (Kubernetes drops it too), years outside
@@ -128,7 +128,10 @@ impl StorageFormat {
         if bytes.starts_with(&json::CBOR_SELF_DESCRIBE) {
             return Some(StorageFormat::Cbor);
         }
-        let first = bytes.iter().find(|byte| !byte.is_ascii_whitespace());
+        // JSON whitespace only (not form feed, which is_ascii_whitespace allows).
+        let first = bytes
+            .iter()
+            .find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'));
         (first == Some(&b'{')).then_some(StorageFormat::Json)
     }
 }
@@ -242,7 +245,9 @@ fn builtin_type(fields: Fields<'_>) -> Result<(String, String), CodecError> {
 /// into the typed struct and encoding that as JSON: fields the kind does not
 /// have dropped, `omitempty` applied, times in UTC whole seconds,
 /// `metadata.creationTimestamp` present (`null` if unset). The result is
-/// what [`decode_protobuf`] returns for [`encode_protobuf`] of the input.
+/// what [`decode_protobuf`] returns for [`encode_protobuf`] of the input,
+/// except that a `null` Secret `data` / ConfigMap `binaryData` value stays
+/// `null` here (Go's nil slice) but comes back from protobuf as `""`.
 pub fn normalize_builtin(object: &Value) -> Result<Value, CodecError> {
     let fields = Fields::new(Some(object), "")?;
     let (api_version, kind) = builtin_type(fields)?;
