@@ -6,6 +6,7 @@ use atrest_api::codec::{
     decode_protobuf, decode_protobuf_envelope, decode_storage, encode_json_storage,
     encode_json_typed, encode_protobuf, normalize_builtin, CodecError,
 };
+use atrest_api::keys::{KeyPrefix, StorageKey};
 use serde_json::{json, Value};
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -99,6 +100,18 @@ fn secret_stored_by_kube_apiserver_round_trips() {
         .get("subresource")
         .is_none());
     assert_eq!(encode_protobuf(&decoded).unwrap(), pb);
+    // The storage key (the AAD upstream's test used) from the object itself.
+    let prefix = KeyPrefix::new("43da1478-5e9c-4ef3-a92a-2b19d540c8a5/registry");
+    let key = StorageKey::secret(
+        &prefix,
+        decoded["metadata"]["namespace"].as_str().unwrap(),
+        decoded["metadata"]["name"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        key.as_str(),
+        "/43da1478-5e9c-4ef3-a92a-2b19d540c8a5/registry/secrets/kms-v2-legacy-data/dek-source-hkdf-sha256-xnonce-aes-gcm-seed"
+    );
     // Typed JSON keeps structured-merge-diff's fieldsV1 order.
     let typed = String::from_utf8(encode_json_typed(&decoded).unwrap()).unwrap();
     assert!(
