@@ -1,0 +1,38 @@
+//! Exit codes of the command-line contract: 0 ok, 1 error, 2 usage (3, an audit found a
+//! problem, belongs to the audit commands).
+
+use std::fmt;
+
+#[derive(Debug)]
+pub enum Failure {
+    /// Something failed; the message says what.
+    Error(String),
+    /// The command line was wrong in a way clap could not tell.
+    Usage(String),
+    /// The command failed and already printed why.
+    Reported,
+}
+
+impl Failure {
+    pub fn exit(self) -> ! {
+        match self {
+            Failure::Error(m) => {
+                eprintln!("atrest: error: {m}");
+                std::process::exit(1)
+            }
+            Failure::Usage(m) => {
+                eprintln!("atrest: {m}");
+                std::process::exit(2)
+            }
+            Failure::Reported => std::process::exit(1),
+        }
+    }
+}
+
+impl<E: fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Error(e.to_string())
+    }
+}
+
+pub type CmdResult = Result<(), Failure>;

@@ -1,0 +1,49 @@
+//! `atrest`: command-line wiring only. Each subcommand lives in `cmd/`; the work is done by
+//! the library crates.
+#![forbid(unsafe_code)]
+
+mod cmd;
+mod exit;
+mod files;
+
+use clap::{Parser, Subcommand};
+
+/// Kubernetes-compatible encryption at rest.
+///
+/// atrest reads and writes exactly the bytes kube-apiserver stores under an
+/// EncryptionConfiguration (--encryption-provider-config), so its offline commands work on a
+/// real cluster's etcd data as well as on its own.
+#[derive(Debug, Parser)]
+#[command(
+    name = "atrest",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create and check EncryptionConfiguration files.
+    #[command(subcommand)]
+    Config(cmd::config::ConfigCommand),
+    /// Encrypt one value as kube-apiserver would store it (stdin -> stdout).
+    Encrypt(cmd::crypt::CryptArgs),
+    /// Decrypt one stored value (stdin -> stdout); reports the provider and key on stderr.
+    Decrypt(cmd::crypt::CryptArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Config(c) => cmd::config::run(c),
+        Command::Encrypt(args) => cmd::crypt::encrypt(args),
+        Command::Decrypt(args) => cmd::crypt::decrypt(args),
+    };
+    if let Err(failure) = result {
+        failure.exit();
+    }
+}
