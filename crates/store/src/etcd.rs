@@ -25,6 +25,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Per-request deadline: a request to a dead member must not hang forever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `open` waits for a first answer: a wrong address or TLS setup fails fast.
+const OPEN_PROBE_BUDGET: Duration = Duration::from_secs(5);
 
 /// How an etcd failure should be handled.
 enum Failure {
@@ -232,20 +234,46 @@ impl EtcdStore {
             metrics: Arc::new(StoreMetrics::default()),
         };
         // Connecting is lazy: one request proves the endpoints (and TLS) actually work.
-        store.current_revision().await.map_err(|e| match e {
-            StoreError::Unavailable(msg) => StoreError::Unavailable(format!(
-                "etcd at {} did not answer: {msg}",
-                endpoints.join(",")
-            )),
-            other => other,
-        })?;
+        store
+            .retry_within(
+                OPEN_PROBE_BUDGET,
+                "first request",
+                |mut client, _| async move {
+                    client
+                        .get(b"\0".to_vec(), Some(GetOptions::new().with_count_only()))
+                        .await?;
+                    Ok(Ok(()))
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                StoreError::Unavailable(msg) => StoreError::Unavailable(format!(
+                    "etcd at {} did not answer (is it running, and do --etcd-cafile, \
+                     --etcd-certfile and --etcd-keyfile match its TLS setup?): {msg}",
+                    endpoints.join(",")
+                )),
+                other => other,
+            })?;
         Ok(store)
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the retry budget is spent.
     /// `attempt` receives whether an earlier attempt failed ambiguously (its request may have
     /// been applied), so guarded writes can recognise their own earlier success.
-    async fn retry<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
+    async fn retry<T, F, Fut>(&self, what: &str, attempt: F) -> Result<T>
+    where
+        F: FnMut(Client, bool) -> Fut,
+        Fut: Future<Output = std::result::Result<Result<T>, etcd_client::Error>>,
+    {
+        self.retry_within(RETRY_BUDGET, what, attempt).await
+    }
+
+    async fn retry_within<T, F, Fut>(
+        &self,
+        budget: Duration,
+        what: &str,
+        mut attempt: F,
+    ) -> Result<T>
     where
         F: FnMut(Client, bool) -> Fut,
         Fut: Future<Output = std::result::Result<Result<T>, etcd_client::Error>>,
@@ -259,7 +287,7 @@ impl EtcdStore {
                 Err(err) => match classify(err) {
                     Failure::Final(err) => return Err(err),
                     Failure::Transient(message) => {
-                        if started.elapsed() >= RETRY_BUDGET {
+                        if started.elapsed() >= budget {
                             return Err(StoreError::Unavailable(format!(
                                 "{what}: gave up after {:?}: {message}",
                                 started.elapsed()
@@ -282,12 +310,16 @@ impl EtcdStore {
             match client.get(b"\0".to_vec(), Some(options)).await {
                 Ok(_) => Ok(Ok(false)),
                 Err(etcd_client::Error::GRpcStatus(status))
-                    if status.message().contains("required revision has been compacted") =>
+                    if status
+                        .message()
+                        .contains("required revision has been compacted") =>
                 {
                     Ok(Ok(true))
                 }
                 Err(etcd_client::Error::GRpcStatus(status))
-                    if status.message().contains("required revision is a future revision") =>
+                    if status
+                        .message()
+                        .contains("required revision is a future revision") =>
                 {
                     Ok(Ok(false))
                 }
@@ -369,13 +401,16 @@ fn map_event(event: &etcd_client::Event) -> Option<WatchEvent> {
         }),
         EventType::Delete => Some(WatchEvent::Delete {
             revision: kv.mod_revision(),
-            prev: event.prev_kv().map(to_key_value).unwrap_or_else(|| KeyValue {
-                key: kv.key().to_vec(),
-                value: Vec::new(),
-                create_revision: 0,
-                mod_revision: 0,
-                lease: 0,
-            }),
+            prev: event
+                .prev_kv()
+                .map(to_key_value)
+                .unwrap_or_else(|| KeyValue {
+                    key: kv.key().to_vec(),
+                    value: Vec::new(),
+                    create_revision: 0,
+                    mod_revision: 0,
+                    lease: 0,
+                }),
         }),
     }
 }
@@ -523,7 +558,10 @@ impl Store for EtcdStore {
             };
             let txn = Txn::new()
                 .when([guard])
-                .and_then([TxnOp::delete(key, Some(DeleteOptions::new().with_prev_key()))])
+                .and_then([TxnOp::delete(
+                    key,
+                    Some(DeleteOptions::new().with_prev_key()),
+                )])
                 .or_else([TxnOp::get(key, None)]);
             let response = client.txn(txn).await?;
             if response.succeeded() {
@@ -626,8 +664,8 @@ impl Store for EtcdStore {
             )));
         }
         // etcd TTLs are whole seconds: round up so a lease never lives shorter than asked.
-        let seconds = i64::try_from(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0))
-            .unwrap_or(i64::MAX);
+        let seconds =
+            i64::try_from(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).unwrap_or(i64::MAX);
         self.retry("grant lease", |mut client, _| async move {
             let response = client.lease_grant(seconds, None).await?;
             Ok(Ok(response.id()))
@@ -791,7 +829,9 @@ async fn pump_watch(
                     return;
                 }
                 for event in response.events() {
-                    let Some(event) = map_event(event) else { continue };
+                    let Some(event) = map_event(event) else {
+                        continue;
+                    };
                     if event.revision() < next {
                         continue; // Already delivered before a reconnect.
                     }

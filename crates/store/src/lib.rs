@@ -33,7 +33,7 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent>> + Send>>;
 
 /// An etcd-shaped key-value store. See `DESIGN.md` for the exact semantics.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The current version of `key`, or `None` if it does not exist.
     async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>>;
 

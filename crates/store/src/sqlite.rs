@@ -713,7 +713,9 @@ fn compact(conn: &mut Connection, revision: i64, shared: &Shared) -> Result<()> 
 fn scrub_files(conn: &Connection, shared: &Shared) {
     let vacuumed = conn.execute_batch("PRAGMA incremental_vacuum;");
     let checkpoint = vacuumed.and_then(|()| {
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        })
     });
     match checkpoint {
         Ok(0) => {}
@@ -790,10 +792,7 @@ async fn compaction_loop(
 // Reads.
 
 /// `name >= prefix AND name < prefix_end AND name > after` as SQL plus its parameters.
-fn range_condition(
-    prefix: &[u8],
-    after: Option<&[u8]>,
-) -> (String, Vec<rusqlite::types::Value>) {
+fn range_condition(prefix: &[u8], after: Option<&[u8]>) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
     let mut sql = String::from("k.name >= ?");
     let mut values = vec![Value::Blob(prefix.to_vec())];
@@ -1039,12 +1038,7 @@ impl Store for SqliteStore {
             after
         };
         let (events, receiver) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(watch_loop(
-            Arc::clone(&self.shared),
-            prefix,
-            after,
-            events,
-        ));
+        tokio::spawn(watch_loop(Arc::clone(&self.shared), prefix, after, events));
         let mut receiver = receiver;
         Ok(Box::pin(futures::stream::poll_fn(move |cx| {
             receiver.poll_recv(cx)

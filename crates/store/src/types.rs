@@ -161,7 +161,8 @@ pub struct StoreMetrics {
 impl StoreMetrics {
     pub(crate) fn record_compaction(&self, revision: i64) {
         self.compactions.fetch_add(1, Ordering::Relaxed);
-        self.compacted_revision.fetch_max(revision, Ordering::Relaxed);
+        self.compacted_revision
+            .fetch_max(revision, Ordering::Relaxed);
     }
 
     pub(crate) fn record_compaction_failure(&self) {

@@ -1,5 +1,7 @@
 //! The conformance suite, run against the embedded store and against a real etcd.
 
+#![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+
 mod common;
 
 macro_rules! conformance {

@@ -163,9 +163,14 @@ impl EtcdCluster {
                     break;
                 }
                 if Instant::now() > deadline {
-                    let logs = std::fs::read_to_string(self.dir.path().join(format!("{}.log", member.name)))
-                        .unwrap_or_default();
-                    panic!("etcd member {} did not become healthy; its log:\n{logs}", member.name);
+                    let logs = std::fs::read_to_string(
+                        self.dir.path().join(format!("{}.log", member.name)),
+                    )
+                    .unwrap_or_default();
+                    panic!(
+                        "etcd member {} did not become healthy; its log:\n{logs}",
+                        member.name
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -220,9 +225,25 @@ fn make_certs(dir: &Path) -> ClientTls {
         );
     };
     run(&[
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "2", "-subj", "/CN=atrest-test-ca",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=atrest-test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
     ]);
     for (name, extensions) in [
         ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"),

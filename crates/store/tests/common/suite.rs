@@ -50,8 +50,14 @@ pub async fn create_get_and_already_exists(store: DynStore) {
     assert_eq!(kv.lease, 0);
 
     let err = store.create(key, b"v2", None).await.unwrap_err();
-    assert!(matches!(&err, StoreError::AlreadyExists { key: k } if k == key), "{err}");
-    assert!(err.to_string().contains("/registry/secrets/default/db"), "{err}");
+    assert!(
+        matches!(&err, StoreError::AlreadyExists { key: k } if k == key),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("/registry/secrets/default/db"),
+        "{err}"
+    );
     assert_eq!(store.get(key).await.unwrap().unwrap().value, b"v1");
 
     // Empty values and binary keys are fine; empty keys are not.
@@ -94,7 +100,10 @@ pub async fn update_compare_and_swap(store: DynStore) {
     let missing = store
         .update(b"/registry/configmaps/ns/missing", b"x", 1, None)
         .await;
-    assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "{missing:?}"
+    );
 }
 
 pub async fn delete_compare_and_swap(store: DynStore) {
@@ -132,7 +141,10 @@ pub async fn revisions_are_global_and_increasing(store: DynStore) {
         let key = format!("/registry/r/{i}");
         let created = store.create(key.as_bytes(), b"x", None).await.unwrap();
         assert!(created > last);
-        let updated = store.update(key.as_bytes(), b"y", created, None).await.unwrap();
+        let updated = store
+            .update(key.as_bytes(), b"y", created, None)
+            .await
+            .unwrap();
         assert!(updated > created);
         let (deleted, _) = store.delete(key.as_bytes(), None).await.unwrap();
         assert!(deleted > updated);
@@ -146,7 +158,14 @@ pub async fn revisions_are_global_and_increasing(store: DynStore) {
 
 pub async fn list_prefix_boundaries(store: DynStore) {
     let all: [&[u8]; 8] = [
-        b"/a", b"/a/", b"/a/x", b"/a/y/z", b"/a/\xff\xfe", b"/a0", b"/b", b"/a-b",
+        b"/a",
+        b"/a/",
+        b"/a/x",
+        b"/a/y/z",
+        b"/a/\xff\xfe",
+        b"/a0",
+        b"/b",
+        b"/a-b",
     ];
     for key in all {
         store.create(key, key, None).await.unwrap();
@@ -154,7 +173,12 @@ pub async fn list_prefix_boundaries(store: DynStore) {
     let under_a = list_all(&store, b"/a/", None).await;
     assert_eq!(
         keys(&under_a),
-        vec![b"/a/".to_vec(), b"/a/x".to_vec(), b"/a/y/z".to_vec(), b"/a/\xff\xfe".to_vec()]
+        vec![
+            b"/a/".to_vec(),
+            b"/a/x".to_vec(),
+            b"/a/y/z".to_vec(),
+            b"/a/\xff\xfe".to_vec()
+        ]
     );
     for kv in &under_a {
         assert_eq!(kv.value, kv.key);
@@ -180,14 +204,20 @@ pub async fn paginated_list_reads_one_revision(store: DynStore) {
         })
         .await
         .unwrap();
-    assert_eq!(keys(&first.items), vec![b"/p/00".to_vec(), b"/p/01".to_vec(), b"/p/02".to_vec()]);
+    assert_eq!(
+        keys(&first.items),
+        vec![b"/p/00".to_vec(), b"/p/01".to_vec(), b"/p/02".to_vec()]
+    );
     assert!(first.more);
     assert_eq!(first.remaining_count, 7);
     let snapshot = first.revision;
 
     // Writes between pages must not show up in later pages of the same list.
     let five = store.get(b"/p/05").await.unwrap().unwrap();
-    store.update(b"/p/05", b"new", five.mod_revision, None).await.unwrap();
+    store
+        .update(b"/p/05", b"new", five.mod_revision, None)
+        .await
+        .unwrap();
     store.delete(b"/p/07", None).await.unwrap();
     store.create(b"/p/05a", b"new", None).await.unwrap();
 
@@ -232,7 +262,10 @@ pub async fn list_at_revision_and_revision_errors(store: DynStore) {
 
     assert_eq!(list_all(&store, b"/h/", Some(r1)).await[0].value, b"v1");
     assert_eq!(list_all(&store, b"/h/", Some(r2)).await[0].value, b"v2");
-    assert_eq!(keys(&list_all(&store, b"/h/", Some(r3)).await), Vec::<Vec<u8>>::new());
+    assert_eq!(
+        keys(&list_all(&store, b"/h/", Some(r3)).await),
+        Vec::<Vec<u8>>::new()
+    );
 
     let current = store.current_revision().await.unwrap();
     let future = store
@@ -242,7 +275,10 @@ pub async fn list_at_revision_and_revision_errors(store: DynStore) {
             ..ListRequest::default()
         })
         .await;
-    assert!(matches!(future, Err(StoreError::FutureRevision { .. })), "{future:?}");
+    assert!(
+        matches!(future, Err(StoreError::FutureRevision { .. })),
+        "{future:?}"
+    );
 
     store.compact(r3).await.unwrap();
     assert_eq!(store.compacted_revision().await.unwrap(), r3);
@@ -265,9 +301,15 @@ pub async fn list_at_revision_and_revision_errors(store: DynStore) {
     }
     // The state at the compacted revision and everything after stays readable.
     assert!(list_all(&store, b"/h/", Some(r3)).await.is_empty());
-    assert_eq!(keys(&list_all(&store, b"/h/", None).await), vec![b"/h/other".to_vec()]);
+    assert_eq!(
+        keys(&list_all(&store, b"/h/", None).await),
+        vec![b"/h/other".to_vec()]
+    );
     // Compacting again at or below the compacted revision is refused.
-    assert!(matches!(store.compact(r2).await, Err(StoreError::Compacted { .. })));
+    assert!(matches!(
+        store.compact(r2).await,
+        Err(StoreError::Compacted { .. })
+    ));
 }
 
 pub async fn watch_delivers_puts_and_deletes_with_previous(store: DynStore) {
@@ -281,7 +323,10 @@ pub async fn watch_delivers_puts_and_deletes_with_previous(store: DynStore) {
 
     match next_event(&mut watch).await {
         WatchEvent::Put { kv, prev } => {
-            assert_eq!((kv.key.as_slice(), kv.value.as_slice()), (&b"/w/k"[..], &b"v1"[..]));
+            assert_eq!(
+                (kv.key.as_slice(), kv.value.as_slice()),
+                (&b"/w/k"[..], &b"v1"[..])
+            );
             assert_eq!(kv.mod_revision, r1);
             assert_eq!(kv.create_revision, r1);
             assert_eq!(prev, None);
@@ -344,13 +389,25 @@ pub async fn leases_expire_and_revoke(store: DynStore) {
     // Revoke: attached keys vanish at once, with a delete event.
     let lease = store.grant_lease(Duration::from_secs(30)).await.unwrap();
     let mut watch = store.watch(b"/servers/", 0).await.unwrap();
-    store.create(b"/servers/a", b"hb", Some(lease)).await.unwrap();
-    assert_eq!(store.get(b"/servers/a").await.unwrap().unwrap().lease, lease);
+    store
+        .create(b"/servers/a", b"hb", Some(lease))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(b"/servers/a").await.unwrap().unwrap().lease,
+        lease
+    );
     store.keep_alive(lease).await.unwrap();
     store.revoke_lease(lease).await.unwrap();
     assert_eq!(store.get(b"/servers/a").await.unwrap(), None);
-    assert!(matches!(next_event(&mut watch).await, WatchEvent::Put { .. }));
-    assert!(matches!(next_event(&mut watch).await, WatchEvent::Delete { .. }));
+    assert!(matches!(
+        next_event(&mut watch).await,
+        WatchEvent::Put { .. }
+    ));
+    assert!(matches!(
+        next_event(&mut watch).await,
+        WatchEvent::Delete { .. }
+    ));
     assert!(matches!(
         store.keep_alive(lease).await,
         Err(StoreError::LeaseNotFound { lease: l }) if l == lease
@@ -362,9 +419,15 @@ pub async fn leases_expire_and_revoke(store: DynStore) {
 
     // Expiry: without keep-alives the key disappears after the TTL.
     let short = store.grant_lease(Duration::from_secs(1)).await.unwrap();
-    store.create(b"/servers/c", b"hb", Some(short)).await.unwrap();
+    store
+        .create(b"/servers/c", b"hb", Some(short))
+        .await
+        .unwrap();
     let kept = store.grant_lease(Duration::from_secs(60)).await.unwrap();
-    store.create(b"/servers/d", b"hb", Some(kept)).await.unwrap();
+    store
+        .create(b"/servers/d", b"hb", Some(kept))
+        .await
+        .unwrap();
     let gone = eventually(Duration::from_secs(20), || async {
         store.get(b"/servers/c").await.unwrap().is_none()
     })
@@ -395,7 +458,10 @@ pub async fn cas_race_counts_exactly(store: DynStore) {
                 let kv = store.get(key).await.unwrap().unwrap();
                 let n: u64 = String::from_utf8(kv.value).unwrap().parse().unwrap();
                 let next = (n + 1).to_string();
-                match store.update(key, next.as_bytes(), kv.mod_revision, None).await {
+                match store
+                    .update(key, next.as_bytes(), kv.mod_revision, None)
+                    .await
+                {
                     Ok(_) => return conflicts,
                     Err(StoreError::Conflict { .. }) => conflicts += 1,
                     Err(other) => panic!("unexpected error: {other}"),
@@ -408,7 +474,11 @@ pub async fn cas_race_counts_exactly(store: DynStore) {
         conflicts += handle.await.unwrap();
     }
     let value = store.get(key).await.unwrap().unwrap().value;
-    assert_eq!(value, TASKS.to_string().as_bytes(), "after {conflicts} conflicts");
+    assert_eq!(
+        value,
+        TASKS.to_string().as_bytes(),
+        "after {conflicts} conflicts"
+    );
 }
 
 pub async fn history_lists_retained_versions(store: DynStore) {
