@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what atrest's build and tests need on a Debian machine: etcd (server and etcdctl,
+# for the store and end-to-end tests), protoc (etcd-client's build), libsodium and pkg-config
+# (the secretbox benchmark baseline), and Python's cryptography + PyNaCl (the independent
+# cross-check under tests/interop). Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+need_apt=()
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+[ -e /usr/include/sodium.h ] || need_apt+=(libsodium-dev)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-deps: missing ${need_apt[*]}; run as root or install them yourself" >&2
+        exit 1
+    fi
+    echo "install-deps: apt-get install ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import cryptography, nacl' >/dev/null 2>&1; then
+    echo "install-deps: pip install cryptography pynacl"
+    python3 -m pip install --quiet --disable-pip-version-check cryptography pynacl
+fi
