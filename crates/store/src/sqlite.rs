@@ -27,8 +27,9 @@ const LEASE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 const WATCH_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Rows fetched per watch poll.
 const WATCH_BATCH: i64 = 1000;
-/// Idle read connections kept open.
-const MAX_IDLE_READERS: usize = 8;
+/// Read connections (and so concurrent reads): more only adds contention on 2-8 cores, and
+/// bounding them keeps connections reused instead of opened per read under load.
+const MAX_READERS: usize = 16;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS kine (
@@ -192,6 +193,8 @@ struct WriteRequest {
 struct Shared {
     path: PathBuf,
     idle_readers: Mutex<Vec<Connection>>,
+    /// One permit per read connection that may be in use at once.
+    read_permits: tokio::sync::Semaphore,
     /// The latest revision committed by this process's writer (wakes watches early).
     committed: watch::Sender<i64>,
     metrics: Arc<StoreMetrics>,
@@ -215,6 +218,11 @@ impl Shared {
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
     {
         let shared = Arc::clone(self);
+        let _permit = self
+            .read_permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Backend("store is shutting down".to_string()))?;
         tokio::task::spawn_blocking(move || {
             let pooled = shared
                 .idle_readers
@@ -235,7 +243,7 @@ impl Shared {
                 .idle_readers
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if idle.len() < MAX_IDLE_READERS {
+            if idle.len() < MAX_READERS {
                 idle.push(conn);
             }
             result
@@ -316,6 +324,7 @@ impl SqliteStore {
         let shared = Arc::new(Shared {
             path,
             idle_readers: Mutex::new(Vec::new()),
+            read_permits: tokio::sync::Semaphore::new(MAX_READERS),
             committed,
             metrics: Arc::new(StoreMetrics::default()),
         });
