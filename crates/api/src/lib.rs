@@ -4,3 +4,4 @@
 
 pub mod codec;
 pub mod keys;
+pub mod patch;
