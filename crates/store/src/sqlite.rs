@@ -276,6 +276,34 @@ impl Drop for SqliteStore {
     }
 }
 
+/// Creates the data dir (0700) and an empty database file (0600) if they are missing: the
+/// file holds every stored value, and SQLite gives its `-wal`/`-shm` files the same mode.
+fn create_private(data_dir: &Path, db_path: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if !data_dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(|e| {
+                StoreError::Backend(format!("creating data dir {}: {e}", data_dir.display()))
+            })?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(db_path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Backend(format!(
+            "creating {}: {e}",
+            db_path.display()
+        ))),
+    }
+}
+
 fn open_writer(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(sqlite_error)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
@@ -305,9 +333,7 @@ impl SqliteStore {
         let data_dir = data_dir.to_path_buf();
         let path = data_dir.join(DB_FILE);
         let (writer_conn, path) = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&data_dir).map_err(|e| {
-                StoreError::Backend(format!("creating data dir {}: {e}", data_dir.display()))
-            })?;
+            create_private(&data_dir, &path)?;
             let conn = open_writer(&path).map_err(|e| match e {
                 StoreError::Backend(msg) => {
                     StoreError::Backend(format!("opening {}: {msg}", path.display()))

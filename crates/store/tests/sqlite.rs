@@ -345,6 +345,20 @@ async fn automatic_compaction_keeps_the_window() {
 }
 
 #[tokio::test]
+async fn data_dir_and_database_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let data_dir = parent.path().join("atrest-data");
+    let store = open(&data_dir).await;
+    store.create(b"/k", b"v", None).await.unwrap();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data_dir), 0o700);
+    for file in ["state.db", "state.db-wal", "state.db-shm"] {
+        assert_eq!(mode(&data_dir.join(file)), 0o600, "{file}");
+    }
+}
+
+#[tokio::test]
 async fn unwritable_data_dir_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");
