@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +21,8 @@ pub(crate) const DB_FILE: &str = "state.db";
 
 /// How long a connection waits for another connection's (or process's) lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the post-compaction checkpoint waits for readers to move off old WAL frames.
+const CHECKPOINT_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
 /// Most writes applied in one group-commit transaction.
 const MAX_BATCH: usize = 1024;
 /// How often the writer looks for expired leases, and watches poll for other processes' writes.
@@ -175,6 +178,8 @@ enum WriteOp {
     Compact {
         revision: i64,
     },
+    /// Retry the vacuum/checkpoint of an earlier compaction that a reader blocked.
+    Scrub,
 }
 
 enum WriteOutcome {
@@ -198,6 +203,8 @@ struct Shared {
     /// The latest revision committed by this process's writer (wakes watches early).
     committed: watch::Sender<i64>,
     metrics: Arc<StoreMetrics>,
+    /// A compaction's vacuum/checkpoint has not completed yet (old values may linger).
+    scrub_pending: AtomicBool,
 }
 
 impl Shared {
@@ -353,6 +360,7 @@ impl SqliteStore {
             read_permits: tokio::sync::Semaphore::new(MAX_READERS),
             committed,
             metrics: Arc::new(StoreMetrics::default()),
+            scrub_pending: AtomicBool::new(false),
         });
         let (writer, requests) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
@@ -417,15 +425,19 @@ fn writer_loop(mut conn: Connection, requests: mpsc::Receiver<WriteRequest>, sha
             }
             let (compactions, writes): (Vec<_>, Vec<_>) = batch
                 .into_iter()
-                .partition(|r| matches!(r.op, WriteOp::Compact { .. }));
+                .partition(|r| matches!(r.op, WriteOp::Compact { .. } | WriteOp::Scrub));
             if !writes.is_empty() {
                 commit_batch(&mut conn, writes, shared);
             }
             for request in compactions {
-                if let WriteOp::Compact { revision } = request.op {
-                    let result = compact(&mut conn, revision, shared);
-                    let _ = request.reply.send(result.map(|()| WriteOutcome::Done));
-                }
+                let result = match request.op {
+                    WriteOp::Compact { revision } => compact(&mut conn, revision, shared),
+                    _ => {
+                        scrub_files(&conn, shared);
+                        Ok(())
+                    }
+                };
+                let _ = request.reply.send(result.map(|()| WriteOutcome::Done));
             }
         }
         if Instant::now() >= next_lease_check {
@@ -651,7 +663,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOutcome> {
             }
             Ok(WriteOutcome::Done)
         }
-        WriteOp::Compact { .. } => Err(StoreError::Backend(
+        WriteOp::Compact { .. } | WriteOp::Scrub => Err(StoreError::Backend(
             "compaction cannot run inside a write batch".to_string(),
         )),
     }
@@ -743,29 +755,37 @@ fn compact(conn: &mut Connection, revision: i64, shared: &Shared) -> Result<()> 
 }
 
 /// Returns freed pages to the OS and truncates the WAL, where pre-compaction page images
-/// (with the old values) would otherwise stay. Failures are logged and counted; the next
-/// compaction tries again.
+/// (with the old values) would otherwise stay. Failures are logged and counted, and the
+/// automatic compactor retries until it succeeds.
 fn scrub_files(conn: &Connection, shared: &Shared) {
+    shared.scrub_pending.store(true, Ordering::SeqCst);
     let vacuumed = conn.execute_batch("PRAGMA incremental_vacuum;");
-    let checkpoint = vacuumed.and_then(|()| {
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-            r.get::<_, i64>(0)
-        })
-    });
+    // A reader holding an old snapshot blocks the truncation; the writer thread must not
+    // stall every write for the full busy timeout waiting for it.
+    let checkpoint = vacuumed
+        .and_then(|()| conn.busy_timeout(CHECKPOINT_BUSY_TIMEOUT))
+        .and_then(|()| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        });
+    if let Err(err) = conn.busy_timeout(BUSY_TIMEOUT) {
+        tracing::warn!(error = %err, "restoring the busy timeout failed");
+    }
     match checkpoint {
-        Ok(0) => {}
+        Ok(0) => shared.scrub_pending.store(false, Ordering::SeqCst),
         Ok(_) => {
             shared.metrics.record_compaction_failure();
             tracing::warn!(
                 path = %shared.path.display(),
                 "WAL checkpoint after compaction was blocked by a reader; \
-                 old page images stay in the WAL until the next compaction"
+                 old page images stay in the WAL until a retry succeeds"
             );
         }
         Err(err) => {
             shared.metrics.record_compaction_failure();
             tracing::warn!(path = %shared.path.display(), error = %err,
-                "vacuum/checkpoint after compaction failed; will retry at the next compaction");
+                "vacuum/checkpoint after compaction failed; will retry");
         }
     }
 }
@@ -809,6 +829,13 @@ async fn compaction_loop(
         };
         let target = by_time.min(current - policy.keep_revisions);
         if target <= compacted {
+            if shared.scrub_pending.load(Ordering::SeqCst) {
+                // The vacuum/checkpoint of an earlier compaction was blocked: retry it.
+                if let Err(err) = submit(&writer, WriteOp::Scrub).await {
+                    shared.metrics.record_compaction_failure();
+                    tracing::warn!(error = %err, "retrying the post-compaction scrub failed");
+                }
+            }
             continue;
         }
         match submit(&writer, WriteOp::Compact { revision: target }).await {

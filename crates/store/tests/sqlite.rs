@@ -289,6 +289,66 @@ async fn compaction_removes_old_values_from_the_files() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_scrub_is_counted_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = atrest_store::open(StoreConfig::Embedded {
+        data_dir: dir.path().to_path_buf(),
+        compaction: CompactionPolicy {
+            enabled: true,
+            // Never compacts by itself here: only retries the blocked scrub.
+            keep_revisions: 1_000_000,
+            keep_duration: Duration::ZERO,
+            interval: Duration::from_millis(50),
+        },
+    })
+    .await
+    .unwrap();
+    let marker = b"OLD-PLAINTEXT-blocked-0c7a".to_vec();
+    let r = store
+        .create(b"/registry/secrets/ns/s", &marker, None)
+        .await
+        .unwrap();
+    store
+        .update(b"/registry/secrets/ns/s", b"new", r, None)
+        .await
+        .unwrap();
+
+    // Another process holding an old snapshot keeps the WAL from being truncated.
+    let reader = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader
+        .query_row("SELECT COUNT(*) FROM kine", [], |r| r.get(0))
+        .unwrap();
+
+    let current = store.current_revision().await.unwrap();
+    store.compact(current).await.unwrap();
+    let metrics = store.metrics();
+    assert_eq!(
+        metrics
+            .compaction_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert!(
+        !files_contain(dir.path(), &marker).is_empty(),
+        "test setup: the blocked checkpoint should leave the old value on disk"
+    );
+
+    // Once the reader is gone, the automatic compactor finishes the scrub.
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    let scrubbed = common::eventually(Duration::from_secs(10), || async {
+        files_contain(dir.path(), &marker).is_empty()
+    })
+    .await;
+    assert!(
+        scrubbed,
+        "old value still on disk: {:?}",
+        files_contain(dir.path(), &marker)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn automatic_compaction_keeps_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let store = atrest_store::open(StoreConfig::Embedded {
