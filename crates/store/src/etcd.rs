@@ -463,7 +463,7 @@ impl Store for EtcdStore {
                         more: response.more(),
                         items,
                         revision: read_at,
-                        remaining_count: remaining_count.max(0),
+                        remaining_count: request.count_remaining.then_some(remaining_count.max(0)),
                     }))
                 }
             })
@@ -715,6 +715,7 @@ impl Store for EtcdStore {
                         start_after: start_after.take(),
                         limit: 1000,
                         revision: Some(compacted),
+                        count_remaining: false,
                     })
                     .await?;
                 start_after = page.items.last().map(|kv| kv.key.clone());

@@ -912,9 +912,11 @@ fn list_at(tx: &Connection, request: &ListRequest) -> Result<ListResponse> {
         })
         .map_err(sqlite_error)?;
     let more = request.limit != 0 && items.len() > request.limit;
-    let mut remaining_count = 0;
+    let mut remaining_count = request.count_remaining.then_some(0);
     if more {
         items.truncate(request.limit);
+    }
+    if more && request.count_remaining {
         let last = items.last().map(|kv| kv.key.clone()).unwrap_or_default();
         let (range, mut values) = range_condition(&request.prefix, Some(&last));
         values.push(revision.into());
@@ -923,6 +925,7 @@ fn list_at(tx: &Connection, request: &ListRequest) -> Result<ListResponse> {
                 "SELECT COUNT(*) FROM kine AS k WHERE {range} AND {visible}"
             ))
             .and_then(|mut s| s.query_row(rusqlite::params_from_iter(values), |r| r.get(0)))
+            .map(Some)
             .map_err(sqlite_error)?;
     }
     Ok(ListResponse {

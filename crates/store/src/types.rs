@@ -50,6 +50,9 @@ pub struct ListRequest {
     pub limit: usize,
     /// Read at this revision; `None` reads at the current revision.
     pub revision: Option<i64>,
+    /// Also count the keys after this page (`ListResponse::remaining_count`). Free on etcd,
+    /// a scan of the rest of the range on the embedded store: ask only when it is shown.
+    pub count_remaining: bool,
 }
 
 impl ListRequest {
@@ -71,8 +74,9 @@ pub struct ListResponse {
     pub revision: i64,
     /// Whether keys remain after this page.
     pub more: bool,
-    /// How many keys remain after this page (kube's `remainingItemCount`).
-    pub remaining_count: i64,
+    /// How many keys remain after this page (kube's `remainingItemCount`), when
+    /// `count_remaining` was asked for.
+    pub remaining_count: Option<i64>,
 }
 
 /// One change seen by a watch.

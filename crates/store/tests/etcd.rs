@@ -115,6 +115,7 @@ async fn leader_killed_mid_write_loses_no_acknowledged_write() {
                 start_after: start_after.take(),
                 limit: 500,
                 revision: None,
+                count_remaining: false,
             })
             .await
             .unwrap();

@@ -200,6 +200,7 @@ pub async fn paginated_list_reads_one_revision(store: DynStore) {
         .list(ListRequest {
             prefix: b"/p/".to_vec(),
             limit: 3,
+            count_remaining: true,
             ..ListRequest::default()
         })
         .await
@@ -209,7 +210,7 @@ pub async fn paginated_list_reads_one_revision(store: DynStore) {
         vec![b"/p/00".to_vec(), b"/p/01".to_vec(), b"/p/02".to_vec()]
     );
     assert!(first.more);
-    assert_eq!(first.remaining_count, 7);
+    assert_eq!(first.remaining_count, Some(7));
     let snapshot = first.revision;
 
     // Writes between pages must not show up in later pages of the same list.
@@ -231,6 +232,8 @@ pub async fn paginated_list_reads_one_revision(store: DynStore) {
                 start_after: start_after.clone(),
                 limit: 3,
                 revision: Some(snapshot),
+                // Counted at the list's revision, on the second page only.
+                count_remaining: pages == 1,
             })
             .await
             .unwrap();
@@ -238,8 +241,9 @@ pub async fn paginated_list_reads_one_revision(store: DynStore) {
         pages += 1;
         start_after = page.items.last().map(|kv| kv.key.clone());
         items.extend(page.items);
+        let expected_remaining = (pages == 2).then_some(4);
+        assert_eq!(page.remaining_count, expected_remaining);
         if !page.more {
-            assert_eq!(page.remaining_count, 0);
             break;
         }
     }
