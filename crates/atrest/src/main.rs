@@ -5,6 +5,7 @@
 mod cmd;
 mod exit;
 mod files;
+mod logging;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the Kubernetes-compatible API server (kubectl talks to it), encrypting objects
+    /// at rest per --encryption-provider-config.
+    Serve(Box<cmd::serve::ServeArgs>),
     /// Create and check EncryptionConfiguration files.
     #[command(subcommand)]
     Config(cmd::config::ConfigCommand),
@@ -39,6 +43,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => cmd::serve::serve(*args),
         Command::Config(c) => cmd::config::run(c),
         Command::Encrypt(args) => cmd::crypt::encrypt(args),
         Command::Decrypt(args) => cmd::crypt::decrypt(args),

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod crypt;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 
@@ -75,4 +76,59 @@ pub struct EncryptionConfigArg {
     /// EncryptionConfiguration file (YAML or JSON), as given to kube-apiserver.
     #[arg(long = "encryption-provider-config", value_name = "FILE")]
     pub path: PathBuf,
+}
+
+/// Where the objects are: the embedded store in --data-dir, or etcd (kube-apiserver's flags).
+#[derive(Debug, Args, Clone)]
+pub struct StoreArgs {
+    /// Data directory: the embedded store (state.db), and for serve the PKI, kubeconfig and
+    /// generated encryption configuration.
+    #[arg(long = "data-dir", default_value = "./atrest-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// etcd endpoints (http(s)://host:port,...). Without it, the embedded store is used.
+    #[arg(long = "etcd-servers", value_delimiter = ',', value_name = "URLS")]
+    pub etcd_servers: Vec<String>,
+    /// Prefix of every key in the store.
+    #[arg(long = "etcd-prefix", default_value = "/registry")]
+    pub etcd_prefix: String,
+    /// CA bundle to verify the etcd servers.
+    #[arg(long = "etcd-cafile", value_name = "FILE")]
+    pub etcd_cafile: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long = "etcd-certfile", value_name = "FILE")]
+    pub etcd_certfile: Option<PathBuf>,
+    /// Client key for etcd.
+    #[arg(long = "etcd-keyfile", value_name = "FILE")]
+    pub etcd_keyfile: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The store to open; `compaction`: whether the embedded store compacts by itself
+    /// (servers do, offline tools do not).
+    pub fn config(&self, compaction: bool) -> Result<atrest_store::StoreConfig, Failure> {
+        if self.etcd_servers.is_empty() {
+            let policy = if compaction {
+                atrest_store::CompactionPolicy::default()
+            } else {
+                atrest_store::CompactionPolicy::disabled()
+            };
+            return Ok(atrest_store::StoreConfig::Embedded {
+                data_dir: self.data_dir.clone(),
+                compaction: policy,
+            });
+        }
+        let tls = (self.etcd_cafile.is_some()
+            || self.etcd_certfile.is_some()
+            || self.etcd_keyfile.is_some())
+        .then(|| atrest_store::TlsFiles {
+            ca_file: self.etcd_cafile.clone(),
+            cert_file: self.etcd_certfile.clone(),
+            key_file: self.etcd_keyfile.clone(),
+        });
+        Ok(atrest_store::StoreConfig::Etcd {
+            endpoints: self.etcd_servers.clone(),
+            prefix: self.etcd_prefix.clone(),
+            tls,
+        })
+    }
 }

@@ -1,0 +1,118 @@
+//! `atrest serve`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use atrest_server::resources::StorageEncoding;
+use atrest_server::serve::{run, ServeOptions};
+use clap::{Args, ValueEnum};
+
+use super::{FeatureGateArgs, StoreArgs};
+use crate::exit::{CmdResult, Failure};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MediaType {
+    /// Built-in kinds as protobuf, as kube-apiserver stores them (default).
+    #[value(name = "application/vnd.kubernetes.protobuf")]
+    Protobuf,
+    /// Every kind as JSON.
+    #[value(name = "application/json")]
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// EncryptionConfiguration file. Without it, serve generates
+    /// <data-dir>/encryption-config.yaml (secretbox for secrets) on first start.
+    #[arg(long = "encryption-provider-config", value_name = "FILE")]
+    encryption_provider_config: Option<PathBuf>,
+    /// Re-read the encryption configuration when the file changes; a bad file is refused and
+    /// the configuration in force stays.
+    #[arg(long = "encryption-provider-config-automatic-reload")]
+    automatic_reload: bool,
+    /// How often automatic reload looks at the file.
+    #[arg(
+        long = "encryption-provider-config-reload-interval",
+        value_name = "SECONDS",
+        default_value = "60"
+    )]
+    reload_interval: u64,
+    /// How built-in objects are encoded in the store.
+    #[arg(
+        long = "storage-media-type",
+        value_enum,
+        default_value = "application/vnd.kubernetes.protobuf"
+    )]
+    storage_media_type: MediaType,
+    /// Address to listen on.
+    #[arg(long = "bind-address", default_value = "127.0.0.1")]
+    bind_address: IpAddr,
+    /// HTTPS port.
+    #[arg(long = "secure-port", default_value = "6443")]
+    secure_port: u16,
+    /// Static bearer tokens (kube-apiserver's CSV format: token,user,uid,"group1,group2").
+    #[arg(long = "token-auth-file", value_name = "FILE")]
+    token_auth_file: Option<PathBuf>,
+    /// Serving certificate (PEM); default: one signed by the CA made in <data-dir>/pki.
+    #[arg(long = "tls-cert-file", value_name = "FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// Private key of --tls-cert-file (PEM).
+    #[arg(long = "tls-private-key-file", value_name = "FILE")]
+    tls_private_key_file: Option<PathBuf>,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long = "shutdown-grace-seconds", default_value = "30")]
+    shutdown_grace: u64,
+    #[command(flatten)]
+    gates: FeatureGateArgs,
+}
+
+pub fn serve(args: ServeArgs) -> CmdResult {
+    crate::logging::init();
+    if args.automatic_reload && args.encryption_provider_config.is_none() {
+        return Err(Failure::Usage(
+            "--encryption-provider-config-automatic-reload must be set with --encryption-provider-config".into(),
+        ));
+    }
+    let options = ServeOptions {
+        data_dir: args.store.data_dir.clone(),
+        store: args.store.config(true)?,
+        etcd_prefix: args.store.etcd_prefix.clone(),
+        encryption_config: args.encryption_provider_config,
+        automatic_reload: args.automatic_reload,
+        reload_interval: Duration::from_secs(args.reload_interval.max(1)),
+        allow_kms_v1: args.gates.kms_v1()?,
+        storage_encoding: match args.storage_media_type {
+            MediaType::Protobuf => StorageEncoding::Protobuf,
+            MediaType::Json => StorageEncoding::Json,
+        },
+        bind_address: args.bind_address,
+        secure_port: args.secure_port,
+        token_auth_file: args.token_auth_file,
+        tls_cert_file: args.tls_cert_file,
+        tls_private_key_file: args.tls_private_key_file,
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Error(format!("starting the async runtime: {e}")))?;
+    runtime
+        .block_on(run(options, shutdown_signal()))
+        .map_err(Failure::Error)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,760 @@
+//! The REST verbs over the encrypting object store: get, list, watch, create, update,
+//! patch, delete and deletecollection for every served resource.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::bodies;
+use crate::defaults;
+use crate::objects::{object_name, set_resource_version, ObjectStore, StoredObject};
+use crate::request::{Query, ResourcePath};
+use crate::resources::{Builtin, Registry, ResourceInfo, StorageEncoding};
+use crate::status::{self, ApiError};
+
+/// Namespaces that exist from the first start.
+pub const DEFAULT_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// How many times a patch is retried when a concurrent write wins the compare-and-swap.
+const PATCH_RETRIES: usize = 5;
+
+/// Largest storage value accepted (etcd's default request limit is 1.5 MiB; upstream keeps
+/// Secrets and ConfigMaps to 1 MiB of data).
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// The API server's state shared by all requests.
+#[derive(Debug)]
+pub struct Api {
+    pub objects: ObjectStore,
+    registry: RwLock<Arc<Registry>>,
+    builtin_encoding: StorageEncoding,
+}
+
+/// A response body: one JSON document, or a stream of watch events.
+pub enum Reply {
+    Json(u16, Value),
+    Stream(futures::stream::BoxStream<'static, Bytes>),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Json(code, _) => write!(f, "Reply::Json({code})"),
+            Reply::Stream(_) => f.write_str("Reply::Stream"),
+        }
+    }
+}
+
+/// What the client accepts, as far as the server's answer shape goes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Accept {
+    pub table: bool,
+}
+
+impl Accept {
+    pub fn parse(header: &str) -> Self {
+        Accept {
+            table: header
+                .split(',')
+                .next()
+                .is_some_and(|first| first.contains("as=Table")),
+        }
+    }
+}
+
+impl Api {
+    pub fn new(objects: ObjectStore, builtin_encoding: StorageEncoding) -> Self {
+        Api {
+            objects,
+            registry: RwLock::new(Arc::new(Registry::builtin(builtin_encoding))),
+            builtin_encoding,
+        }
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads every CRD from the store and rebuilds the served resources.
+    pub async fn reload_crds(&self) -> Result<(), ApiError> {
+        let base = Registry::builtin(self.builtin_encoding);
+        let Some(crd_res) = base.find("apiextensions.k8s.io", "customresourcedefinitions") else {
+            return Err(ApiError::internal("the CRD resource is not registered"));
+        };
+        let page = self.objects.list(&crd_res, None, None, 0, None).await?;
+        let crds: Vec<Value> = page.items.into_iter().map(|o| o.object).collect();
+        let registry = base.with_crds(crds.iter());
+        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
+        Ok(())
+    }
+
+    /// Creates the default namespaces that do not exist yet (safe beside other servers).
+    pub async fn ensure_default_namespaces(&self) -> Result<(), ApiError> {
+        let registry = self.registry();
+        let Some(ns) = registry.find("", "namespaces") else {
+            return Ok(());
+        };
+        for name in DEFAULT_NAMESPACES {
+            if self.objects.get(&ns, None, name).await?.is_some() {
+                continue;
+            }
+            let mut object =
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            defaults::prepare_create(&mut object, &ns)?;
+            defaults::apply_defaults(&mut object, &ns)?;
+            let object = bodies::normalize(&ns, object)?;
+            match self.objects.create(&ns, None, name, object).await {
+                Ok(_) => {}
+                Err(e) if e.reason == "AlreadyExists" => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn resource(&self, path: &ResourcePath) -> Result<Arc<ResourceInfo>, ApiError> {
+        self.registry()
+            .lookup(&path.group, &path.version, &path.resource)
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )
+            })
+    }
+
+    /// Dispatches one resource request.
+    pub async fn handle(
+        self: &Arc<Self>,
+        method: &http::Method,
+        path: &ResourcePath,
+        query: &Query,
+        content_type: &str,
+        accept: Accept,
+        body: Bytes,
+    ) -> Result<Reply, ApiError> {
+        let res = self.resource(path)?;
+        if path.subresource.is_some() {
+            return self
+                .subresource(method, &res, path, content_type, body)
+                .await;
+        }
+        let ns = path.namespace.as_deref();
+        if res.namespaced && ns.is_none() && path.name.is_some() {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
+        }
+        match (method.as_str(), path.name.as_deref()) {
+            ("GET", Some(name)) => self.get(&res, ns, name).await.map(|o| Reply::Json(200, o)),
+            ("GET", None) if query.flag("watch") => self.watch(&res, ns, query).await,
+            ("GET", None) => self
+                .list(&res, ns, query, accept)
+                .await
+                .map(|l| Reply::Json(200, l)),
+            ("POST", None) => self
+                .create(&res, path, query, content_type, &body)
+                .await
+                .map(|o| Reply::Json(201, o)),
+            ("PUT", Some(name)) => self
+                .update(&res, path, name, content_type, &body)
+                .await
+                .map(|o| Reply::Json(200, o)),
+            ("PATCH", Some(name)) => self
+                .patch(&res, path, name, content_type, &body)
+                .await
+                .map(|o| Reply::Json(200, o)),
+            ("DELETE", Some(name)) => self
+                .delete(&res, ns, name, &body)
+                .await
+                .map(|o| Reply::Json(200, o)),
+            ("DELETE", None) => self
+                .delete_collection(&res, ns, query)
+                .await
+                .map(|o| Reply::Json(200, o)),
+            (m, _) => Err(ApiError::method_not_allowed(format!(
+                "{m} is not supported on this path"
+            ))),
+        }
+    }
+
+    async fn subresource(
+        self: &Arc<Self>,
+        method: &http::Method,
+        res: &ResourceInfo,
+        path: &ResourcePath,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<Reply, ApiError> {
+        let sub = path.subresource.as_deref().unwrap_or("");
+        let name = path.name.as_deref().unwrap_or("");
+        let ns = path.namespace.as_deref();
+        match (sub, method.as_str()) {
+            ("status", "GET") => self.get(res, ns, name).await.map(|o| Reply::Json(200, o)),
+            ("status", "PUT") => {
+                // Status updates change only `status`.
+                let incoming = bodies::decode(content_type, &body)?;
+                let existing = self.existing(res, ns, name).await?;
+                let mut object = existing.object.clone();
+                object["status"] = incoming.get("status").cloned().unwrap_or(Value::Null);
+                self.objects
+                    .update(res, &existing, object)
+                    .await
+                    .map(|o| Reply::Json(200, o))
+            }
+            _ => Err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )),
+        }
+    }
+
+    async fn existing(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<StoredObject, ApiError> {
+        self.objects
+            .get(res, ns, name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(&res.group, &res.plural, name))
+    }
+
+    async fn get(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        self.existing(res, ns, name).await.map(|o| o.object)
+    }
+
+    async fn require_namespace(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let Some(ns) = ns.filter(|_| res.namespaced) else {
+            return Ok(());
+        };
+        let registry = self.registry();
+        let Some(ns_res) = registry.find("", "namespaces") else {
+            return Ok(());
+        };
+        match self.objects.get(&ns_res, None, ns).await? {
+            None => Err(ApiError::not_found("", "namespaces", ns)),
+            Some(o)
+                if o.object.pointer("/status/phase").and_then(Value::as_str)
+                    == Some("Terminating") =>
+            {
+                Err(ApiError::forbidden(format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                )))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    async fn create(
+        &self,
+        res: &ResourceInfo,
+        path: &ResourcePath,
+        query: &Query,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Value, ApiError> {
+        let mut object = bodies::decode(content_type, body)?;
+        defaults::check_type(&mut object, res, &path.version)?;
+        bodies::check_fields(res, &object, query)?;
+        defaults::check_namespace(&mut object, res, path.namespace.as_deref())?;
+        self.require_namespace(res, path.namespace.as_deref())
+            .await?;
+        let name = defaults::prepare_create(&mut object, res)?;
+        defaults::apply_defaults(&mut object, res)?;
+        let object = bodies::normalize(res, object)?;
+        bodies::validate(res, &object, None)?;
+        if query.get("dryRun").is_some() {
+            return Ok(object);
+        }
+        let created = self
+            .objects
+            .create(res, path.namespace.as_deref(), &name, object)
+            .await?;
+        if res.builtin == Some(Builtin::CustomResourceDefinition) {
+            self.reload_crds().await?;
+        }
+        Ok(created)
+    }
+
+    /// Writes `object` over `existing` after the update rules (carried-over metadata,
+    /// defaults, validation).
+    async fn write_update(
+        &self,
+        res: &ResourceInfo,
+        existing: &StoredObject,
+        mut object: Value,
+    ) -> Result<Value, ApiError> {
+        defaults::prepare_update(&mut object, &existing.object, res)?;
+        defaults::apply_defaults(&mut object, res)?;
+        let object = bodies::normalize(res, object)?;
+        bodies::validate(res, &object, Some(&existing.object))?;
+        let updated = self.objects.update(res, existing, object).await?;
+        if res.builtin == Some(Builtin::CustomResourceDefinition) {
+            self.reload_crds().await?;
+        }
+        Ok(updated)
+    }
+
+    async fn update(
+        &self,
+        res: &ResourceInfo,
+        path: &ResourcePath,
+        name: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Value, ApiError> {
+        let mut object = bodies::decode(content_type, body)?;
+        defaults::check_type(&mut object, res, &path.version)?;
+        bodies::check_fields(res, &object, &Query::default())?;
+        defaults::check_namespace(&mut object, res, path.namespace.as_deref())?;
+        if object_name(&object) != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                object_name(&object)
+            )));
+        }
+        let existing = self.existing(res, path.namespace.as_deref(), name).await?;
+        let wanted_rv = object
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if !wanted_rv.is_empty() && wanted_rv != existing.mod_revision.to_string() {
+            return Err(ApiError::conflict(&res.group, &res.plural, name));
+        }
+        self.write_update(res, &existing, object).await
+    }
+
+    async fn patch(
+        &self,
+        res: &ResourceInfo,
+        path: &ResourcePath,
+        name: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Value, ApiError> {
+        let mut last_conflict = None;
+        for _ in 0..PATCH_RETRIES {
+            let existing = self.existing(res, path.namespace.as_deref(), name).await?;
+            let mut patched = bodies::apply_patch(res, content_type, &existing.object, body)?;
+            defaults::check_type(&mut patched, res, &path.version)?;
+            defaults::check_namespace(&mut patched, res, path.namespace.as_deref())?;
+            if object_name(&patched) != name {
+                return Err(ApiError::bad_request("the patch changes the object's name"));
+            }
+            let patched_rv = patched
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if !patched_rv.is_empty() && patched_rv != existing.mod_revision.to_string() {
+                return Err(ApiError::conflict(&res.group, &res.plural, name));
+            }
+            match self.write_update(res, &existing, patched).await {
+                // A concurrent write won the compare-and-swap: re-read and re-apply.
+                Err(e) if e.reason == "Conflict" => last_conflict = Some(e),
+                other => return other,
+            }
+        }
+        Err(last_conflict.unwrap_or_else(|| ApiError::conflict(&res.group, &res.plural, name)))
+    }
+
+    async fn delete(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        body: &[u8],
+    ) -> Result<Value, ApiError> {
+        let options: Value = if body.iter().all(u8::is_ascii_whitespace) {
+            json!({})
+        } else {
+            serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+        };
+        let key = self.objects.key(res, ns, name)?;
+        let existing = match self.objects.get(res, ns, name).await {
+            Ok(Some(o)) => o,
+            Ok(None) => return Err(ApiError::not_found(&res.group, &res.plural, name)),
+            // KEP-3926: an object that cannot be decrypted or decoded can still be removed
+            // when the client says it accepts the risk.
+            Err(e)
+                if options
+                    .get("ignoreStoreReadErrorWithClusterBreakingPotential")
+                    .and_then(Value::as_bool)
+                    == Some(true) =>
+            {
+                tracing::warn!(key = key.as_str(), error = %e, "deleting an unreadable object on request (ignoreStoreReadErrorWithClusterBreakingPotential)");
+                self.objects
+                    .delete_raw(res, key.as_bytes(), None, name)
+                    .await?;
+                return Ok(status::success(name, &res.group, &res.plural, None));
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(pre_rv) = options
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            if pre_rv != existing.mod_revision.to_string() {
+                return Err(ApiError::conflict(&res.group, &res.plural, name));
+            }
+        }
+        if let Some(pre_uid) = options
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+        {
+            if Some(pre_uid)
+                != existing
+                    .object
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+            {
+                return Err(ApiError::conflict(&res.group, &res.plural, name));
+            }
+        }
+        match res.builtin {
+            Some(Builtin::Namespace) => self.empty_namespace(name).await?,
+            Some(Builtin::CustomResourceDefinition) => {
+                self.delete_custom_resources(&existing.object).await?
+            }
+            _ => {}
+        }
+        let revision = self
+            .objects
+            .delete_raw(res, key.as_bytes(), Some(existing.mod_revision), name)
+            .await?;
+        if res.builtin == Some(Builtin::CustomResourceDefinition) {
+            self.reload_crds().await?;
+        }
+        let mut object = existing.object;
+        set_resource_version(&mut object, revision);
+        Ok(object)
+    }
+
+    /// Deleting a namespace removes everything it holds (done synchronously here, where
+    /// upstream's namespace controller does it in the background).
+    async fn empty_namespace(&self, ns: &str) -> Result<(), ApiError> {
+        for res in self.registry().all().iter().filter(|r| r.namespaced) {
+            self.delete_all(res, Some(ns)).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_custom_resources(&self, crd: &Value) -> Result<(), ApiError> {
+        if let Some(info) = ResourceInfo::from_crd(crd) {
+            self.delete_all(&info, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every key of a collection, readable or not.
+    async fn delete_all(&self, res: &ResourceInfo, ns: Option<&str>) -> Result<(), ApiError> {
+        let prefix = self.objects.collection(res, ns)?;
+        loop {
+            let page = self
+                .objects
+                .store
+                .list(atrest_store::ListRequest {
+                    prefix: prefix.clone().into_bytes(),
+                    limit: 500,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            for kv in &page.items {
+                match self.objects.store.delete(&kv.key, None).await {
+                    Ok(_) | Err(atrest_store::StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(ApiError::internal(e.to_string())),
+                }
+            }
+            if !page.more {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn delete_collection(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        query: &Query,
+    ) -> Result<Value, ApiError> {
+        let filter = bodies::Filter::from_query(query, res)?;
+        let page = self.objects.list(res, ns, None, 0, None).await?;
+        let mut deleted = Vec::new();
+        for item in page.items.into_iter().filter(|o| filter.matches(&o.object)) {
+            let name = object_name(&item.object);
+            match self
+                .objects
+                .delete_raw(res, &item.key, Some(item.mod_revision), &name)
+                .await
+            {
+                Ok(_) => deleted.push(item.object),
+                Err(e) if e.reason == "NotFound" => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(
+            json!({"kind": res.list_kind(), "apiVersion": res.api_version(res.storage_version()), "metadata": {}, "items": deleted}),
+        )
+    }
+
+    async fn list(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        query: &Query,
+        accept: Accept,
+    ) -> Result<Value, ApiError> {
+        let filter = bodies::Filter::from_query(query, res)?;
+        let limit = query.usize("limit")?.unwrap_or(0);
+        let (mut start_after, mut revision) = match query.get("continue") {
+            Some(token) => {
+                let (rev, key) = decode_continue(token)?;
+                (Some(key), Some(rev))
+            }
+            None => (None, None),
+        };
+        if revision.is_none() {
+            revision = query
+                .get("resourceVersion")
+                .filter(|v| *v != "0")
+                .map(|v| v.parse::<i64>())
+                .transpose()
+                .map_err(|_| ApiError::bad_request("invalid resourceVersion"))?;
+        }
+        let mut items = Vec::new();
+        let mut failures = Vec::new();
+        let (list_revision, continue_token, remaining) = loop {
+            let want = if limit == 0 { 0 } else { limit - items.len() };
+            let page = self
+                .objects
+                .list(res, ns, start_after.clone(), want, revision)
+                .await?;
+            revision = Some(page.revision);
+            failures.extend(page.failures);
+            for item in page.items {
+                if filter.matches(&item.object) {
+                    items.push(item.object);
+                }
+            }
+            start_after = page.last_key.clone();
+            let full = limit != 0 && items.len() >= limit;
+            if !page.more {
+                break (page.revision, None, None);
+            }
+            if full {
+                let token = start_after
+                    .as_deref()
+                    .map(|k| encode_continue(page.revision, k));
+                break (page.revision, token, Some(page.remaining));
+            }
+        };
+        if !failures.is_empty() {
+            return Err(list_failure(res, failures));
+        }
+        let mut metadata = json!({"resourceVersion": list_revision.to_string()});
+        if let Some(token) = &continue_token {
+            metadata["continue"] = json!(token);
+            if filter.is_empty() {
+                if let Some(r) = remaining.filter(|r| *r > 0) {
+                    metadata["remainingItemCount"] = json!(r);
+                }
+            }
+        }
+        if accept.table {
+            return bodies::table(res, &items, metadata);
+        }
+        let api_version = res.api_version(res.storage_version());
+        Ok(
+            json!({"kind": res.list_kind(), "apiVersion": api_version, "metadata": metadata, "items": items}),
+        )
+    }
+
+    async fn watch(
+        self: &Arc<Self>,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        query: &Query,
+    ) -> Result<Reply, ApiError> {
+        let filter = bodies::Filter::from_query(query, res)?;
+        let prefix = self.objects.collection(res, ns)?;
+        let requested: Option<i64> = query
+            .get("resourceVersion")
+            .filter(|v| *v != "0")
+            .map(str::parse)
+            .transpose()
+            .map_err(|_| ApiError::bad_request("invalid resourceVersion"))?;
+        let mut initial = Vec::new();
+        let from = match requested {
+            Some(rv) => rv + 1,
+            None => {
+                // No resourceVersion: the current state as ADDED events, then changes.
+                let page = self.objects.list(res, ns, None, 0, None).await?;
+                for item in page.items.into_iter().filter(|o| filter.matches(&o.object)) {
+                    initial.push(event_line("ADDED", &item.object));
+                }
+                page.revision + 1
+            }
+        };
+        let stream = self
+            .objects
+            .store
+            .watch(prefix.as_bytes(), from)
+            .await
+            .map_err(|e| match e {
+                atrest_store::StoreError::Compacted {
+                    requested,
+                    compact_revision,
+                } => ApiError::gone(format!(
+                    "too old resource version: {} ({compact_revision})",
+                    requested - 1
+                )),
+                other => ApiError::internal(other.to_string()),
+            })?;
+        let timeout = query
+            .usize("timeoutSeconds")?
+            .map(|s| Duration::from_secs(s as u64))
+            .unwrap_or(Duration::from_secs(1800));
+        let api = self.clone();
+        let res = res.clone();
+        let events = stream
+            .then(move |event| {
+                let api = api.clone();
+                let res = res.clone();
+                let filter = filter.clone();
+                async move { api.watch_event(&res, &filter, event).await }
+            })
+            .filter_map(|line| async move { line });
+        let deadline = tokio::time::sleep(timeout);
+        let events = futures::stream::iter(initial)
+            .chain(events)
+            .take_until(deadline);
+        Ok(Reply::Stream(events.boxed()))
+    }
+
+    async fn watch_event(
+        &self,
+        res: &ResourceInfo,
+        filter: &bodies::Filter,
+        event: atrest_store::Result<atrest_store::WatchEvent>,
+    ) -> Option<Bytes> {
+        match event {
+            Ok(atrest_store::WatchEvent::Put { kv, prev }) => {
+                let object = match self.objects.decode(res, &kv).await {
+                    Ok(o) => o.object,
+                    Err(e) => return Some(error_event(&e)),
+                };
+                let kind = if prev.is_none() { "ADDED" } else { "MODIFIED" };
+                filter.matches(&object).then(|| event_line(kind, &object))
+            }
+            Ok(atrest_store::WatchEvent::Delete { prev, revision }) => {
+                let mut object = match self.objects.decode(res, &prev).await {
+                    Ok(o) => o.object,
+                    Err(e) => return Some(error_event(&e)),
+                };
+                set_resource_version(&mut object, revision);
+                filter
+                    .matches(&object)
+                    .then(|| event_line("DELETED", &object))
+            }
+            Err(e) => Some(error_event(&ApiError::internal(e.to_string()))),
+        }
+    }
+}
+
+fn event_line(kind: &str, object: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+fn error_event(e: &ApiError) -> Bytes {
+    event_line("ERROR", &e.to_status())
+}
+
+/// One list error naming every key that could not be read (upstream aggregates them too).
+fn list_failure(res: &ResourceInfo, failures: Vec<(Vec<u8>, i64, ApiError)>) -> ApiError {
+    let causes: Vec<Value> = failures
+        .iter()
+        .map(|(key, _, e)| json!({"reason": "InternalError", "message": e.message, "field": String::from_utf8_lossy(key)}))
+        .collect();
+    let keys: Vec<String> = failures
+        .iter()
+        .map(|(k, _, _)| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    let mut error = ApiError::internal(format!(
+        "unable to read {} {} object(s): {}; delete them with ignoreStoreReadErrorWithClusterBreakingPotential=true if they cannot be recovered",
+        failures.len(),
+        res.group_resource(),
+        keys.join(", ")
+    ));
+    error.details = Some(json!({"kind": res.plural, "causes": causes}));
+    error
+}
+
+/// Continue tokens: base64 of `{"v":"meta.k8s.io/v1","rv":<rev>,"start":"<key>"}`, the shape
+/// upstream uses (opaque to clients).
+fn encode_continue(revision: i64, last_key: &[u8]) -> String {
+    let token =
+        json!({"v": "meta.k8s.io/v1", "rv": revision, "start": String::from_utf8_lossy(last_key)});
+    base64::engine::general_purpose::URL_SAFE.encode(token.to_string())
+}
+
+fn decode_continue(token: &str) -> Result<(i64, Vec<u8>), ApiError> {
+    let bad = || ApiError::bad_request("continue key is not valid");
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let rev = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
+    let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
+    Ok((rev, start.as_bytes().to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip() {
+        let t = encode_continue(42, b"/registry/secrets/ns/a");
+        assert_eq!(
+            decode_continue(&t).unwrap(),
+            (42, b"/registry/secrets/ns/a".to_vec())
+        );
+        assert!(decode_continue("!!").is_err());
+    }
+
+    #[test]
+    fn accept_table() {
+        assert!(
+            Accept::parse("application/json;as=Table;v=v1;g=meta.k8s.io,application/json").table
+        );
+        assert!(!Accept::parse("application/json").table);
+    }
+}

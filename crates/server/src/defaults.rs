@@ -1,0 +1,443 @@
+//! What the server fills in on create and update: metadata (uid, creationTimestamp,
+//! generation), and the kind-specific defaults of the built-in types (Secret `stringData`
+//! folded into `data`, `type: Opaque`, Namespace finalizers and phase, CRD status).
+
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+
+use crate::resources::{Builtin, ResourceInfo};
+use crate::status::ApiError;
+
+/// `2006-01-02T15:04:05Z` for the current time (whole seconds, as metav1.Time).
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339(secs as i64)
+}
+
+/// Formats Unix seconds as RFC 3339 in UTC.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if mo <= 2 { y + 1 } else { y };
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+/// A random (version 4) UUID from the OS CSPRNG.
+pub fn new_uid() -> String {
+    let mut b = [0u8; 16];
+    // A uid is an identifier, not key material; a CSPRNG failure would be reported by the
+    // next key generation anyway, and an all-zero uid is still a valid string.
+    let _ = getrandom::fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Five random characters from upstream's `generateName` alphabet.
+fn name_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut b = [0u8; 5];
+    let _ = getrandom::fill(&mut b);
+    b.iter()
+        .map(|x| ALPHABET[usize::from(*x) % ALPHABET.len()] as char)
+        .collect()
+}
+
+pub fn metadata_mut(object: &mut Value) -> Result<&mut Map<String, Value>, ApiError> {
+    let obj = object
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("the object is not a JSON object"))?;
+    let meta = obj.entry("metadata").or_insert_with(|| json!({}));
+    if meta.is_null() {
+        *meta = json!({});
+    }
+    meta.as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("metadata must be an object"))
+}
+
+/// Checks apiVersion/kind of a request body against the resource it was sent to, filling
+/// them in when absent (as upstream's decoder defaults them from the URL).
+pub fn check_type(object: &mut Value, res: &ResourceInfo, version: &str) -> Result<(), ApiError> {
+    let expected_api = res.api_version(version);
+    let obj = object
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("the object is not a JSON object"))?;
+    match obj.get("kind").and_then(Value::as_str) {
+        None | Some("") => {
+            obj.insert("kind".into(), json!(res.kind));
+        }
+        Some(k) if k == res.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({}) does not match the expected API version ({expected_api}); kind {k:?} is not {:?}",
+                obj.get("apiVersion").and_then(Value::as_str).unwrap_or(""),
+                res.kind
+            )))
+        }
+    }
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {
+            obj.insert("apiVersion".into(), json!(expected_api));
+        }
+        Some(v) if v == expected_api => {}
+        Some(v) if res.builtin.is_none() && res.versions.iter().any(|sv| res.api_version(sv) == v) => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({expected_api})"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Namespace of the body vs the URL: empty is filled in, a different one is refused.
+pub fn check_namespace(
+    object: &mut Value,
+    res: &ResourceInfo,
+    url_namespace: Option<&str>,
+) -> Result<(), ApiError> {
+    let meta = metadata_mut(object)?;
+    if !res.namespaced {
+        meta.remove("namespace");
+        return Ok(());
+    }
+    let Some(ns) = url_namespace else {
+        return Err(ApiError::bad_request(
+            "a namespaced resource needs a namespace in the request path",
+        ));
+    };
+    match meta.get("namespace").and_then(Value::as_str) {
+        None | Some("") => {
+            meta.insert("namespace".into(), json!(ns));
+            Ok(())
+        }
+        Some(n) if n == ns => Ok(()),
+        Some(_) => Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+    }
+}
+
+/// Metadata of a new object: name (or generateName), uid, creationTimestamp, generation.
+pub fn prepare_create(object: &mut Value, res: &ResourceInfo) -> Result<String, ApiError> {
+    let meta = metadata_mut(object)?;
+    if meta
+        .get("resourceVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "resourceVersion should not be set on objects to be created",
+        ));
+    }
+    let mut name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if name.is_empty() {
+        if let Some(base) = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            name = format!("{base}{}", name_suffix());
+            meta.insert("name".into(), json!(name));
+        }
+    }
+    if name.is_empty() {
+        return Err(ApiError::invalid(
+            &res.kind,
+            &res.group,
+            "",
+            vec![
+                json!({"reason": "FieldValueRequired", "message": "Required value: name or generateName is required", "field": "metadata.name"}),
+            ],
+        ));
+    }
+    meta.insert("uid".into(), json!(new_uid()));
+    meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
+    meta.remove("deletionTimestamp");
+    meta.remove("deletionGracePeriodSeconds");
+    if res.builtin.is_none() || res.builtin == Some(Builtin::CustomResourceDefinition) {
+        meta.insert("generation".into(), json!(1));
+    } else {
+        meta.remove("generation");
+    }
+    Ok(name)
+}
+
+/// Carries over what a client may not change on update (uid, creationTimestamp, generation)
+/// and bumps generation when a custom resource's spec changes.
+pub fn prepare_update(
+    object: &mut Value,
+    existing: &Value,
+    res: &ResourceInfo,
+) -> Result<(), ApiError> {
+    let old_meta = existing
+        .get("metadata")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let spec_changed = object.get("spec") != existing.get("spec");
+    let meta = metadata_mut(object)?;
+    if let Some(uid) = meta
+        .get("uid")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+    {
+        if Some(uid) != old_meta.get("uid").and_then(Value::as_str) {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    old_meta["uid"].as_str().unwrap_or("")
+                ),
+            ));
+        }
+    }
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "deletionTimestamp",
+    ] {
+        match old_meta.get(field) {
+            Some(v) => {
+                meta.insert(field.into(), v.clone());
+            }
+            None => {
+                meta.remove(field);
+            }
+        }
+    }
+    if (res.builtin.is_none() || res.builtin == Some(Builtin::CustomResourceDefinition))
+        && spec_changed
+    {
+        let generation = old_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1)
+            + 1;
+        meta.insert("generation".into(), json!(generation));
+    }
+    Ok(())
+}
+
+/// Kind-specific defaults of the built-in types.
+pub fn apply_defaults(object: &mut Value, res: &ResourceInfo) -> Result<(), ApiError> {
+    match res.builtin {
+        Some(Builtin::Secret) => default_secret(object),
+        Some(Builtin::Namespace) => {
+            let name = crate::objects::object_name(object);
+            let meta = metadata_mut(object)?;
+            let labels = meta.entry("labels").or_insert_with(|| json!({}));
+            if let Some(l) = labels.as_object_mut() {
+                l.insert("kubernetes.io/metadata.name".into(), json!(name));
+            }
+            let obj = object
+                .as_object_mut()
+                .ok_or_else(|| ApiError::bad_request("not an object"))?;
+            let spec = obj.entry("spec").or_insert_with(|| json!({}));
+            if spec.get("finalizers").is_none() {
+                spec["finalizers"] = json!(["kubernetes"]);
+            }
+            let status = obj.entry("status").or_insert_with(|| json!({}));
+            if status.get("phase").is_none() {
+                status["phase"] = json!("Active");
+            }
+            Ok(())
+        }
+        Some(Builtin::CustomResourceDefinition) => default_crd(object),
+        _ => Ok(()),
+    }
+}
+
+fn default_secret(object: &mut Value) -> Result<(), ApiError> {
+    let obj = object
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("not an object"))?;
+    if let Some(string_data) = obj.remove("stringData") {
+        let entries = match string_data {
+            Value::Object(m) => m,
+            Value::Null => Map::new(),
+            _ => return Err(ApiError::bad_request("stringData must be a map of strings")),
+        };
+        let data = obj.entry("data").or_insert_with(|| json!({}));
+        if data.is_null() {
+            *data = json!({});
+        }
+        let data = data
+            .as_object_mut()
+            .ok_or_else(|| ApiError::bad_request("data must be a map"))?;
+        for (k, v) in entries {
+            let text = v.as_str().ok_or_else(|| {
+                ApiError::bad_request(format!("stringData[{k:?}] must be a string"))
+            })?;
+            data.insert(
+                k,
+                json!(base64::engine::general_purpose::STANDARD.encode(text.as_bytes())),
+            );
+        }
+    }
+    match obj.get("type").and_then(Value::as_str) {
+        None | Some("") => {
+            obj.insert("type".into(), json!("Opaque"));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn default_crd(object: &mut Value) -> Result<(), ApiError> {
+    let spec = object.get("spec").cloned().unwrap_or(Value::Null);
+    let names = spec.get("names").cloned().unwrap_or_else(|| json!({}));
+    let mut accepted = names.clone();
+    if accepted.get("singular").is_none() {
+        if let Some(kind) = names.get("kind").and_then(Value::as_str) {
+            accepted["singular"] = json!(kind.to_lowercase());
+        }
+    }
+    if accepted.get("listKind").is_none() {
+        if let Some(kind) = names.get("kind").and_then(Value::as_str) {
+            accepted["listKind"] = json!(format!("{kind}List"));
+        }
+    }
+    if let Some(n) = object.pointer_mut("/spec/names") {
+        *n = accepted.clone();
+    }
+    let storage: Vec<Value> = spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .map(|vs| {
+            vs.iter()
+                .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+                .filter_map(|v| v.get("name").cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let now = now_rfc3339();
+    let condition = |t: &str, reason: &str, message: &str| json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": message});
+    let obj = object
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("not an object"))?;
+    obj.insert(
+        "status".into(),
+        json!({
+            "acceptedNames": accepted,
+            "conditions": [
+                condition("NamesAccepted", "NoConflicts", "no conflicts found"),
+                condition("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+            ],
+            "storedVersions": storage,
+        }),
+    );
+    Ok(())
+}
+
+/// Structural checks of a CRD that the server relies on to serve it.
+pub fn validate_crd(object: &Value) -> Vec<Value> {
+    let mut causes = Vec::new();
+    let mut require = |ok: bool, field: &str, message: &str| {
+        if !ok {
+            causes.push(json!({"reason": "FieldValueRequired", "message": format!("Required value: {message}"), "field": field}));
+        }
+    };
+    let spec = object.get("spec").cloned().unwrap_or(Value::Null);
+    let group = spec.get("group").and_then(Value::as_str).unwrap_or("");
+    let plural = spec
+        .pointer("/names/plural")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    require(!group.is_empty(), "spec.group", "");
+    require(!plural.is_empty(), "spec.names.plural", "");
+    require(
+        spec.pointer("/names/kind")
+            .and_then(Value::as_str)
+            .is_some_and(|k| !k.is_empty()),
+        "spec.names.kind",
+        "",
+    );
+    require(
+        matches!(
+            spec.get("scope").and_then(Value::as_str),
+            Some("Namespaced" | "Cluster")
+        ),
+        "spec.scope",
+        "must be Namespaced or Cluster",
+    );
+    let versions = spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    require(
+        !versions.is_empty(),
+        "spec.versions",
+        "must have at least one version",
+    );
+    let storage = versions
+        .iter()
+        .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        .count();
+    if !versions.is_empty() && storage != 1 {
+        causes.push(json!({"reason": "FieldValueInvalid", "message": "Invalid value: must have exactly one version marked as storage version", "field": "spec.versions"}));
+    }
+    let name = crate::objects::object_name(object);
+    if !group.is_empty() && !plural.is_empty() && name != format!("{plural}.{group}") {
+        causes.push(json!({"reason": "FieldValueInvalid", "message": format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"), "field": "metadata.name"}));
+    }
+    causes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_796_000_000), "2026-11-30T00:53:20Z");
+    }
+
+    #[test]
+    fn uids_are_v4() {
+        let u = new_uid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert_ne!(u, new_uid());
+    }
+
+    #[test]
+    fn secret_string_data_is_folded() {
+        let mut s = json!({"stringData": {"a": "b"}, "data": {"c": "ZA=="}});
+        default_secret(&mut s).unwrap();
+        assert_eq!(
+            s,
+            json!({"data": {"a": "Yg==", "c": "ZA=="}, "type": "Opaque"})
+        );
+    }
+}

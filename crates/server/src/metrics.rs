@@ -1,0 +1,258 @@
+//! Prometheus metrics in the text exposition format, under upstream's names.
+//!
+//! A small hand-rolled registry: counters and histograms keyed by label values, enough for
+//! the request and storage-transformation metrics without another dependency.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Debug)]
+struct HistogramFamily {
+    help: &'static str,
+    bounds: Vec<f64>,
+    series: BTreeMap<Vec<(String, String)>, Histogram>,
+}
+
+#[derive(Debug)]
+struct CounterFamily {
+    help: &'static str,
+    kind: &'static str,
+    series: BTreeMap<Vec<(String, String)>, f64>,
+}
+
+/// The server's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<&'static str, CounterFamily>>,
+    histograms: Mutex<BTreeMap<&'static str, HistogramFamily>>,
+}
+
+fn key(labels: Labels) -> Vec<(String, String)> {
+    labels
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+/// Upstream's storage transformation buckets: 5µs × 2^n, 25 buckets.
+pub fn transformation_buckets() -> Vec<f64> {
+    (0..25).map(|i| 5e-6 * 2f64.powi(i)).collect()
+}
+
+/// Request latency buckets (seconds).
+pub fn request_buckets() -> Vec<f64> {
+    vec![
+        0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
+        10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+    ]
+}
+
+impl Metrics {
+    fn lock_counters(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, CounterFamily>> {
+        // Each update is a single map operation: a poisoned lock still holds consistent data.
+        self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_histograms(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, HistogramFamily>> {
+        self.histograms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn inc(&self, name: &'static str, help: &'static str, labels: Labels) {
+        self.add(name, help, labels, 1.0);
+    }
+
+    pub fn add(&self, name: &'static str, help: &'static str, labels: Labels, v: f64) {
+        let mut c = self.lock_counters();
+        let fam = c.entry(name).or_insert_with(|| CounterFamily {
+            help,
+            kind: "counter",
+            series: BTreeMap::new(),
+        });
+        *fam.series.entry(key(labels)).or_default() += v;
+    }
+
+    pub fn set_gauge(&self, name: &'static str, help: &'static str, labels: Labels, v: f64) {
+        let mut c = self.lock_counters();
+        let fam = c.entry(name).or_insert_with(|| CounterFamily {
+            help,
+            kind: "gauge",
+            series: BTreeMap::new(),
+        });
+        fam.series.insert(key(labels), v);
+    }
+
+    /// Replaces every series of a gauge (for info-style gauges with one live series).
+    pub fn reset_gauge(&self, name: &'static str) {
+        if let Some(fam) = self.lock_counters().get_mut(name) {
+            fam.series.clear();
+        }
+    }
+
+    pub fn observe(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        bounds: fn() -> Vec<f64>,
+        labels: Labels,
+        value: Duration,
+    ) {
+        let secs = value.as_secs_f64();
+        let mut h = self.lock_histograms();
+        let fam = h.entry(name).or_insert_with(|| HistogramFamily {
+            help,
+            bounds: bounds(),
+            series: BTreeMap::new(),
+        });
+        let n = fam.bounds.len();
+        let series = fam.series.entry(key(labels)).or_insert_with(|| Histogram {
+            buckets: vec![0; n],
+            ..Default::default()
+        });
+        for (i, b) in fam.bounds.iter().enumerate() {
+            if secs <= *b {
+                series.buckets[i] += 1;
+            }
+        }
+        series.sum += secs;
+        series.count += 1;
+    }
+
+    /// The value of one counter series (for tests and health reporting).
+    pub fn counter_value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let c = self.lock_counters();
+        let Some(fam) = c.get(name) else { return 0.0 };
+        fam.series
+            .iter()
+            .filter(|(k, _)| {
+                labels
+                    .iter()
+                    .all(|(lk, lv)| k.iter().any(|(a, b)| a == lk && b == lv))
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, fam) in self.lock_counters().iter() {
+            let _ = writeln!(
+                out,
+                "# HELP {name} [ALPHA] {}\n# TYPE {name} {}",
+                fam.help, fam.kind
+            );
+            for (labels, v) in &fam.series {
+                let _ = writeln!(out, "{name}{} {v}", render_labels(labels, None));
+            }
+        }
+        for (name, fam) in self.lock_histograms().iter() {
+            let _ = writeln!(
+                out,
+                "# HELP {name} [ALPHA] {}\n# TYPE {name} histogram",
+                fam.help
+            );
+            for (labels, h) in &fam.series {
+                for (b, count) in fam.bounds.iter().zip(&h.buckets) {
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{} {count}",
+                        render_labels(labels, Some(&b.to_string()))
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{} {}",
+                    render_labels(labels, Some("+Inf")),
+                    h.count
+                );
+                let _ = writeln!(out, "{name}_sum{} {}", render_labels(labels, None), h.sum);
+                let _ = writeln!(
+                    out,
+                    "{name}_count{} {}",
+                    render_labels(labels, None),
+                    h.count
+                );
+            }
+        }
+        out
+    }
+}
+
+fn render_labels(labels: &[(String, String)], le: Option<&str>) -> String {
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    if let Some(le) = le {
+        parts.push(format!("le=\"{le}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let m = Metrics::default();
+        m.inc(
+            "apiserver_request_total",
+            "Requests.",
+            vec![("verb", "GET".into()), ("code", "200".into())],
+        );
+        m.inc(
+            "apiserver_request_total",
+            "Requests.",
+            vec![("verb", "GET".into()), ("code", "200".into())],
+        );
+        m.observe(
+            "x_seconds",
+            "X.",
+            transformation_buckets,
+            vec![],
+            Duration::from_micros(7),
+        );
+        let text = m.render();
+        assert!(
+            text.contains("apiserver_request_total{verb=\"GET\",code=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_seconds_bucket{le=\"0.000005\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_seconds_bucket{le=\"0.00001\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("x_seconds_count 1"));
+        assert_eq!(
+            m.counter_value("apiserver_request_total", &[("verb", "GET")]),
+            2.0
+        );
+    }
+}

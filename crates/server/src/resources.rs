@@ -1,0 +1,290 @@
+//! The resources the server serves: the built-in ones and those defined by
+//! CustomResourceDefinitions, with what discovery, storage and encryption need to know.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use atrest_encryption::GroupResource;
+use serde_json::Value;
+
+/// How a resource's objects are encoded in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageEncoding {
+    /// `k8s\0` + runtime.Unknown (built-in types, unless `--storage-media-type application/json`).
+    Protobuf,
+    /// Go `encoding/json` (custom resources and CRDs).
+    Json,
+}
+
+/// The built-in kinds, whose objects get kind-specific defaulting and validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    Namespace,
+    Secret,
+    ConfigMap,
+    CustomResourceDefinition,
+}
+
+/// One served resource (one group/resource; all its served versions).
+#[derive(Debug, Clone)]
+pub struct ResourceInfo {
+    pub group: String,
+    /// Served versions, the storage version first.
+    pub versions: Vec<String>,
+    pub plural: String,
+    pub singular: String,
+    pub kind: String,
+    pub namespaced: bool,
+    pub short_names: Vec<String>,
+    pub categories: Vec<String>,
+    pub encoding: StorageEncoding,
+    pub builtin: Option<Builtin>,
+    /// The store key segment(s) after the prefix: `secrets`, `awesome.bears.example/pandas`.
+    pub key_segment: String,
+    /// `additionalPrinterColumns` of each served version (custom resources).
+    pub printer_columns: BTreeMap<String, Vec<Value>>,
+}
+
+impl ResourceInfo {
+    pub fn storage_version(&self) -> &str {
+        self.versions.first().map(String::as_str).unwrap_or("v1")
+    }
+
+    /// `v1` or `group/version`.
+    pub fn api_version(&self, version: &str) -> String {
+        if self.group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{}/{}", self.group, version)
+        }
+    }
+
+    pub fn group_resource(&self) -> GroupResource {
+        GroupResource::new(self.group.clone(), self.plural.clone())
+    }
+
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+
+    pub fn verbs(&self) -> Vec<&'static str> {
+        vec![
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ]
+    }
+
+    fn builtin(
+        builtin: Builtin,
+        plural: &str,
+        singular: &str,
+        kind: &str,
+        namespaced: bool,
+        short: &[&str],
+        encoding: StorageEncoding,
+    ) -> Self {
+        let (group, key_segment) = match builtin {
+            Builtin::CustomResourceDefinition => (
+                "apiextensions.k8s.io".to_string(),
+                "apiextensions.k8s.io/customresourcedefinitions".to_string(),
+            ),
+            _ => (String::new(), plural.to_string()),
+        };
+        ResourceInfo {
+            group,
+            versions: vec!["v1".into()],
+            plural: plural.into(),
+            singular: singular.into(),
+            kind: kind.into(),
+            namespaced,
+            short_names: short.iter().map(|s| s.to_string()).collect(),
+            categories: Vec::new(),
+            encoding,
+            builtin: Some(builtin),
+            key_segment,
+            printer_columns: BTreeMap::new(),
+        }
+    }
+
+    /// The resource a (valid, established) CRD object defines.
+    pub fn from_crd(crd: &Value) -> Option<Self> {
+        let spec = crd.get("spec")?;
+        let group = spec.get("group")?.as_str()?.to_string();
+        let names = spec.get("names")?;
+        let plural = names.get("plural")?.as_str()?.to_string();
+        let kind = names.get("kind")?.as_str()?.to_string();
+        let singular = names
+            .get("singular")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| kind.to_lowercase());
+        let strings = |v: Option<&Value>| -> Vec<String> {
+            v.and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let namespaced = spec.get("scope").and_then(Value::as_str) != Some("Cluster");
+        let mut versions: Vec<String> = Vec::new();
+        let mut printer_columns = BTreeMap::new();
+        for v in spec
+            .get("versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(name) = v.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            if v.get("served").and_then(Value::as_bool) == Some(false) {
+                continue;
+            }
+            if v.get("storage").and_then(Value::as_bool) == Some(true) {
+                versions.insert(0, name.to_string());
+            } else {
+                versions.push(name.to_string());
+            }
+            if let Some(cols) = v.get("additionalPrinterColumns").and_then(Value::as_array) {
+                printer_columns.insert(name.to_string(), cols.clone());
+            }
+        }
+        if versions.is_empty() {
+            return None;
+        }
+        Some(ResourceInfo {
+            key_segment: format!("{group}/{plural}"),
+            group,
+            versions,
+            plural,
+            singular,
+            kind,
+            namespaced,
+            short_names: strings(names.get("shortNames")),
+            categories: strings(names.get("categories")),
+            encoding: StorageEncoding::Json,
+            builtin: None,
+            printer_columns,
+        })
+    }
+}
+
+/// Every served resource. Cheap to clone (shared entries); replaced as a whole when CRDs change.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    resources: Vec<Arc<ResourceInfo>>,
+}
+
+impl Registry {
+    /// The built-in resources. `builtin_encoding` follows `--storage-media-type`.
+    pub fn builtin(builtin_encoding: StorageEncoding) -> Self {
+        let resources = vec![
+            ResourceInfo::builtin(
+                Builtin::Namespace,
+                "namespaces",
+                "namespace",
+                "Namespace",
+                false,
+                &["ns"],
+                builtin_encoding,
+            ),
+            ResourceInfo::builtin(
+                Builtin::Secret,
+                "secrets",
+                "secret",
+                "Secret",
+                true,
+                &[],
+                builtin_encoding,
+            ),
+            ResourceInfo::builtin(
+                Builtin::ConfigMap,
+                "configmaps",
+                "configmap",
+                "ConfigMap",
+                true,
+                &["cm"],
+                builtin_encoding,
+            ),
+            ResourceInfo::builtin(
+                Builtin::CustomResourceDefinition,
+                "customresourcedefinitions",
+                "customresourcedefinition",
+                "CustomResourceDefinition",
+                false,
+                &["crd", "crds"],
+                // Upstream stores CRD objects as JSON whatever the media type.
+                StorageEncoding::Json,
+            ),
+        ];
+        Registry {
+            resources: resources.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// This registry plus the resources `crds` define (later duplicates are ignored).
+    pub fn with_crds<'a>(&self, crds: impl IntoIterator<Item = &'a Value>) -> Self {
+        let mut out = Registry {
+            resources: self
+                .resources
+                .iter()
+                .filter(|r| r.builtin.is_some())
+                .cloned()
+                .collect(),
+        };
+        for crd in crds {
+            if let Some(info) = ResourceInfo::from_crd(crd) {
+                if out.find(&info.group, &info.plural).is_none() {
+                    out.resources.push(Arc::new(info));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn all(&self) -> &[Arc<ResourceInfo>] {
+        &self.resources
+    }
+
+    pub fn find(&self, group: &str, plural: &str) -> Option<Arc<ResourceInfo>> {
+        self.resources
+            .iter()
+            .find(|r| r.group == group && r.plural == plural)
+            .cloned()
+    }
+
+    /// The resource served at `group/version/plural`.
+    pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceInfo>> {
+        self.find(group, plural)
+            .filter(|r| r.versions.iter().any(|v| v == version))
+    }
+
+    /// Groups with their versions (storage version first), core group excluded.
+    pub fn groups(&self) -> Vec<(String, Vec<String>)> {
+        let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+        for r in &self.resources {
+            if r.group.is_empty() {
+                continue;
+            }
+            match groups.iter_mut().find(|(g, _)| *g == r.group) {
+                Some((_, versions)) => {
+                    for v in &r.versions {
+                        if !versions.contains(v) {
+                            versions.push(v.clone());
+                        }
+                    }
+                }
+                None => groups.push((r.group.clone(), r.versions.clone())),
+            }
+        }
+        groups
+    }
+}

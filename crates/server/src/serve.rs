@@ -1,0 +1,421 @@
+//! `atrest serve`: everything a server process does from start to graceful stop.
+//!
+//! Start-up fails fast, with a message naming what is wrong, on a bad encryption
+//! configuration, an unreachable store or a port in use. Once serving, background tasks keep
+//! the served CRDs in step with the store (so several servers on one etcd agree), re-read the
+//! encryption configuration when automatic reload is on, and publish a leased heartbeat with
+//! the loaded configuration hash under `/atrest/servers/`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use atrest_api::authn::{ensure_admin_token, Authenticator, TokenFile};
+use atrest_api::keys::KeyPrefix;
+use atrest_api::{kubeconfig, tls};
+use atrest_encryption::config::template::{render, TemplateProvider};
+use atrest_encryption::kms::NoKmsConnector;
+use atrest_encryption::{EncryptionConfig, Key, ParseOptions, ProviderChain};
+use atrest_store::{Store, StoreConfig};
+use futures::StreamExt;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::api::Api;
+use crate::http::{Check, HttpServer};
+use crate::metrics::Metrics;
+use crate::objects::{ChainHandle, ObjectStore};
+use crate::resources::StorageEncoding;
+
+/// Name of the configuration `serve` writes when none is given.
+pub const GENERATED_CONFIG: &str = "encryption-config.yaml";
+/// Where servers publish their heartbeats.
+pub const SERVERS_PREFIX: &str = "/atrest/servers/";
+const HEARTBEAT_TTL: Duration = Duration::from_secs(30);
+
+/// Everything `atrest serve` was told.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    pub store: StoreConfig,
+    pub etcd_prefix: String,
+    pub encryption_config: Option<PathBuf>,
+    pub automatic_reload: bool,
+    pub reload_interval: Duration,
+    pub allow_kms_v1: bool,
+    pub storage_encoding: StorageEncoding,
+    pub bind_address: IpAddr,
+    pub secure_port: u16,
+    pub token_auth_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
+    pub shutdown_grace: Duration,
+}
+
+fn generate_config(path: &Path) -> Result<(), String> {
+    let key =
+        Key::generate(32).map_err(|e| format!("the OS random number generator failed: {e}"))?;
+    let text = render(
+        &["secrets".to_string()],
+        &TemplateProvider::Static {
+            kind: "secretbox",
+            key_name: "key1",
+            key: &key,
+        },
+        true,
+    );
+    tls::write_file(path, text.as_bytes(), 0o600)
+        .map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+struct LoadedConfig {
+    chain: ProviderChain,
+    hash: String,
+}
+
+fn load_chain(path: &Path, options: &ServeOptions) -> Result<LoadedConfig, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let parse = ParseOptions {
+        reload: options.automatic_reload,
+        allow_kms_v1: options.allow_kms_v1,
+    };
+    let config = EncryptionConfig::parse(&bytes, &path.display().to_string(), parse)
+        .map_err(|e| e.to_string())?;
+    for w in atrest_encryption::config::lint(&config) {
+        tracing::warn!(file = %path.display(), "{w}");
+    }
+    let chain = ProviderChain::build(&config, &NoKmsConnector).map_err(|e| e.to_string())?;
+    Ok(LoadedConfig {
+        chain,
+        hash: config.hash().to_string(),
+    })
+}
+
+/// `sha256:<hex>` of this server's id, the label upstream's reload metrics carry.
+fn id_hash(server_id: &str) -> String {
+    let d = Sha256::digest(server_id.as_bytes());
+    format!(
+        "sha256:{}",
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Runs the server until `shutdown` resolves.
+pub async fn run(
+    options: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    std::fs::create_dir_all(&options.data_dir)
+        .map_err(|e| format!("creating --data-dir {}: {e}", options.data_dir.display()))?;
+
+    // Encryption configuration: given, or generated on first start.
+    let config_path = match &options.encryption_config {
+        Some(p) => p.clone(),
+        None => {
+            let p = options.data_dir.join(GENERATED_CONFIG);
+            if !p.exists() {
+                generate_config(&p)?;
+                tracing::info!(path = %p.display(), "no --encryption-provider-config given: generated one (secretbox for secrets, mode 0600)");
+            } else {
+                tracing::info!(path = %p.display(), "using the encryption configuration generated on first start");
+            }
+            p
+        }
+    };
+    let loaded = load_chain(&config_path, &options)?;
+    let server_id = format!("{}-{}", hostname(), crate::defaults::new_uid());
+    let metrics = Arc::new(Metrics::default());
+    record_config_info(&metrics, &server_id, &loaded.hash);
+
+    // Store.
+    let store: Arc<dyn Store> = atrest_store::open(options.store.clone())
+        .await
+        .map_err(|e| format!("opening the store: {e}"))?;
+    store
+        .current_revision()
+        .await
+        .map_err(|e| format!("the store ({}) is not reachable: {e}", store.describe()))?;
+    tracing::info!(store = %store.describe(), "store ready");
+
+    let chain = ChainHandle::new(loaded.chain);
+    let objects = ObjectStore {
+        store: store.clone(),
+        chain: chain.clone(),
+        prefix: KeyPrefix::new(&options.etcd_prefix),
+        metrics: metrics.clone(),
+    };
+    let api = Arc::new(Api::new(objects, options.storage_encoding));
+    api.reload_crds()
+        .await
+        .map_err(|e| format!("loading CustomResourceDefinitions: {e}"))?;
+    api.ensure_default_namespaces()
+        .await
+        .map_err(|e| format!("creating the default namespaces: {e}"))?;
+
+    // TLS and authentication.
+    let addr = SocketAddr::new(options.bind_address, options.secure_port);
+    let listener = crate::http::bind(addr).await?;
+    let hosts = vec![options.bind_address.to_string()];
+    let pki = tls::ensure_pki(&options.data_dir, &hosts).map_err(|e| e.to_string())?;
+    let serving = match (&options.tls_cert_file, &options.tls_private_key_file) {
+        (Some(c), Some(k)) => tls::ServingIdentity::from_files(c, k).map_err(|e| e.to_string())?,
+        (None, None) => pki.serving_identity().map_err(|e| e.to_string())?,
+        _ => return Err("--tls-cert-file and --tls-private-key-file go together".into()),
+    };
+    let client_ca = [pki.ca_cert_der().map_err(|e| e.to_string())?];
+    let tls_config = tls::server_config(&serving, Some(&client_ca)).map_err(|e| e.to_string())?;
+    let url = kubeconfig::server_url(
+        &options.bind_address.to_string(),
+        listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(options.secure_port),
+    );
+    let server_ca = if options.tls_cert_file.is_some() {
+        serving.trust_anchor_pem().map(String::into_bytes)
+    } else {
+        Some(pki.ca_cert_pem().as_bytes().to_vec())
+    };
+    let kubeconfig_path = kubeconfig::write_admin_kubeconfig_with_ca(
+        &options.data_dir,
+        &url,
+        &pki,
+        server_ca.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut tokens = match &options.token_auth_file {
+        Some(p) => TokenFile::load(p).map_err(|e| e.to_string())?,
+        None => TokenFile::default(),
+    };
+    let (admin_token, admin_user) =
+        ensure_admin_token(&options.data_dir).map_err(|e| e.to_string())?;
+    tokens.insert(admin_token.expose_secret(), admin_user);
+    let authenticator = Authenticator::new(Some(tokens));
+
+    // Background tasks.
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(watch_crds(api.clone())));
+    tasks.push(tokio::spawn(heartbeat(
+        store.clone(),
+        server_id.clone(),
+        chain_hash_source(loaded.hash.clone()),
+    )));
+    let hash_cell = Arc::new(std::sync::Mutex::new(loaded.hash.clone()));
+    if options.automatic_reload {
+        tasks.push(tokio::spawn(reload_loop(
+            config_path.clone(),
+            options.clone(),
+            chain.clone(),
+            metrics.clone(),
+            server_id.clone(),
+            hash_cell.clone(),
+        )));
+    }
+
+    let mut checks: Vec<(String, Check)> = Vec::new();
+    let store_check = store.clone();
+    checks.push((
+        "etcd".into(),
+        Arc::new(move || {
+            let s = store_check.clone();
+            Box::pin(async move {
+                s.current_revision()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        }),
+    ));
+    if options.automatic_reload || chain.current().has_kms() {
+        let c = chain.clone();
+        checks.push((
+            "kms-providers".into(),
+            Arc::new(move || {
+                let c = c.clone();
+                Box::pin(async move {
+                    let failures = c.current().refresh_kms().await;
+                    if failures.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(failures
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (n, e))| format!("kms-provider-{i} ({n}): {e}"))
+                            .collect::<Vec<_>>()
+                            .join("; "))
+                    }
+                })
+            }),
+        ));
+    }
+
+    let http = Arc::new(HttpServer {
+        api,
+        authenticator,
+        checks,
+        advertise: addr.to_string(),
+    });
+    tracing::info!(%url, kubeconfig = %kubeconfig_path.display(), config = %config_path.display(), "serving");
+    eprintln!(
+        "atrest: serving on {url}\natrest: kubectl --kubeconfig {}",
+        kubeconfig_path.display()
+    );
+    http.serve(listener, tls_config, shutdown, options.shutdown_grace)
+        .await;
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+fn chain_hash_source(initial: String) -> String {
+    initial
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "atrest".into())
+}
+
+fn record_config_info(metrics: &Metrics, server_id: &str, hash: &str) {
+    metrics.reset_gauge("apiserver_encryption_config_controller_last_config_info");
+    metrics.set_gauge(
+        "apiserver_encryption_config_controller_last_config_info",
+        "Information about the last applied encryption configuration with hash as label.",
+        vec![
+            ("apiserver_id_hash", id_hash(server_id)),
+            ("hash", hash.to_string()),
+        ],
+        1.0,
+    );
+}
+
+/// Keeps the served resources in step with the CRDs in the store, whoever wrote them.
+async fn watch_crds(api: Arc<Api>) {
+    loop {
+        let prefix = match api
+            .registry()
+            .find("apiextensions.k8s.io", "customresourcedefinitions")
+        {
+            Some(res) => api.objects.collection(&res, None).unwrap_or_default(),
+            None => return,
+        };
+        let from = api.objects.store.current_revision().await.unwrap_or(0) + 1;
+        match api.objects.store.watch(prefix.as_bytes(), from).await {
+            Ok(mut events) => {
+                while let Some(event) = events.next().await {
+                    if event.is_err() {
+                        break;
+                    }
+                    if let Err(e) = api.reload_crds().await {
+                        tracing::warn!(error = %e, "reloading CRDs");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "watching CRDs"),
+        }
+        // Catch up on anything missed while the watch was down.
+        let _ = api.reload_crds().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Publishes `{id, configHash, heartbeat}` under a lease, so operations can tell which
+/// servers are live and what they have loaded.
+async fn heartbeat(store: Arc<dyn Store>, server_id: String, hash: String) {
+    let key = format!("{SERVERS_PREFIX}{server_id}");
+    loop {
+        let lease = match store.grant_lease(HEARTBEAT_TTL).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat lease");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        let value =
+            json!({"id": server_id, "configHash": hash, "heartbeat": unix_now()}).to_string();
+        if let Err(e) = store
+            .create(key.as_bytes(), value.as_bytes(), Some(lease))
+            .await
+        {
+            tracing::warn!(error = %e, "publishing heartbeat");
+        }
+        loop {
+            tokio::time::sleep(HEARTBEAT_TTL / 3).await;
+            if store.keep_alive(lease).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// `--encryption-provider-config-automatic-reload`: re-reads the file when its hash changes;
+/// a bad file is logged and counted, and the configuration in force stays.
+async fn reload_loop(
+    path: PathBuf,
+    options: ServeOptions,
+    chain: ChainHandle,
+    metrics: Arc<Metrics>,
+    server_id: String,
+    current: Arc<std::sync::Mutex<String>>,
+) {
+    let id = id_hash(&server_id);
+    loop {
+        tokio::time::sleep(options.reload_interval).await;
+        let Ok(bytes) = std::fs::read(&path) else {
+            record_reload(&metrics, &id, false);
+            tracing::warn!(path = %path.display(), "automatic reload: cannot read the encryption configuration");
+            continue;
+        };
+        let hash = atrest_encryption::config::config_hash(&bytes);
+        if *current.lock().unwrap_or_else(|p| p.into_inner()) == hash {
+            continue;
+        }
+        match load_chain(&path, &options) {
+            Ok(loaded) => {
+                let failures = loaded.chain.refresh_kms().await;
+                if !failures.is_empty() {
+                    record_reload(&metrics, &id, false);
+                    tracing::error!(path = %path.display(), "automatic reload: a KMS provider of the new configuration is unhealthy; keeping the current one");
+                    continue;
+                }
+                chain.replace(loaded.chain);
+                *current.lock().unwrap_or_else(|p| p.into_inner()) = loaded.hash.clone();
+                record_config_info(&metrics, &server_id, &loaded.hash);
+                record_reload(&metrics, &id, true);
+                tracing::info!(path = %path.display(), hash = %loaded.hash, "automatic reload: new encryption configuration in force");
+            }
+            Err(e) => {
+                record_reload(&metrics, &id, false);
+                tracing::error!(path = %path.display(), error = %e, "automatic reload: the new encryption configuration is invalid; keeping the current one");
+            }
+        }
+    }
+}
+
+fn record_reload(metrics: &Metrics, id: &str, ok: bool) {
+    let status = if ok { "success" } else { "failure" };
+    metrics.inc(
+        "apiserver_encryption_config_controller_automatic_reloads_total",
+        "Total number of reload successes and failures of encryption configuration split by apiserver identity.",
+        vec![("status", status.into()), ("apiserver_id_hash", id.into())],
+    );
+    metrics.set_gauge(
+        "apiserver_encryption_config_controller_automatic_reload_last_timestamp_seconds",
+        "Timestamp of the last successful or failed automatic reload of encryption configuration split by apiserver identity.",
+        vec![("status", status.into()), ("apiserver_id_hash", id.into())],
+        unix_now(),
+    );
+}
