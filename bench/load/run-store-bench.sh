@@ -25,14 +25,17 @@ cat >"$work/row.py" <<'PY'
 import json, sys
 r = json.load(sys.stdin)
 l = r["latency_ms"]
-print("| %s | %s | %d | %.0f | %.2f | %.2f | %.1f | %d |" % (
-    sys.argv[1], r["op"], r["concurrency"], r["ops_per_second"], l["p50"], l["p99"], l["max"], r["errors"]))
+ops = r["ops_per_second"]
+print("| %s | %s | %d | %s | %.2f | %.2f | %.1f | %d |" % (
+    sys.argv[1], r["op"], r["concurrency"], "%.0f" % ops if ops >= 10 else "%.2f" % ops,
+    l["p50"], l["p99"], l["max"], r["errors"]))
 PY
 
-run() { # backend-name op concurrency
+run() { # backend-name op concurrency [extra atrest-load args...]
   local backend="$1" op="$2" conc="$3" target_args
+  shift 3
   if [ "$backend" = embedded ]; then target_args=(--data-dir "$work/embedded"); else target_args=(--etcd-servers "http://127.0.0.1:$client_port"); fi
-  "$load" store "${target_args[@]}" --op "$op" --concurrency "$conc" --value-size 1024 --duration "$seconds" -o json \
+  "$load" store "${target_args[@]}" --op "$op" --concurrency "$conc" --value-size 1024 --duration "$seconds" -o json "$@" \
     | python3 "$work/row.py" "$backend"
 }
 echo "| backend | op | concurrency | ops/s | p50 ms | p99 ms | max ms | errors |"
@@ -41,4 +44,6 @@ for backend in embedded etcd; do
   for conc in 1 16 64; do run "$backend" put "$conc"; done
   run "$backend" update 16
   for conc in 1 16; do run "$backend" get "$conc"; done
+  # One op = a complete paginated list (500 per page, one revision) of 100,000 keys.
+  run "$backend" list 1 --keys 100000 --page-size 500
 done

@@ -35,6 +35,9 @@ enum Operation {
     Update,
     /// Read a random key of a pre-written set.
     Get,
+    /// List the whole pre-written set, paginated at one revision (`--page-size`); one
+    /// operation is one complete list.
+    List,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -76,9 +79,12 @@ struct StoreArgs {
     /// How long to run, in seconds.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
-    /// Keys written before a `get` run (the keys read).
+    /// Keys written before a `get` or `list` run (the keys read).
     #[arg(long, default_value_t = 1000)]
     keys: usize,
+    /// Page size of a `list` run.
+    #[arg(long, default_value_t = 500)]
+    page_size: usize,
     /// Key prefix for the keys written (a fresh sub-prefix is used per run).
     #[arg(long, default_value = "/atrest-load")]
     prefix: String,
@@ -201,7 +207,7 @@ async fn run_worker(
     let mut n: u64 = 0;
     while Instant::now() < deadline {
         let value = match args.op {
-            Operation::Get => Vec::new(),
+            Operation::Get | Operation::List => Vec::new(),
             _ => rng.bytes(args.value_size),
         };
         let started = Instant::now();
@@ -225,6 +231,7 @@ async fn run_worker(
                     Err(err) => Err(err),
                 }
             }
+            Operation::List => list_everything(&*store, &run_prefix, &args).await,
         };
         let elapsed = started.elapsed();
         n += 1;
@@ -243,6 +250,38 @@ async fn run_worker(
     result
 }
 
+/// One complete paginated list of the pre-written keys, at the revision of its first page.
+async fn list_everything(
+    store: &dyn Store,
+    run_prefix: &str,
+    args: &StoreArgs,
+) -> Result<(), StoreError> {
+    let prefix = format!("{run_prefix}/get/").into_bytes();
+    let mut request = atrest_store::ListRequest {
+        prefix,
+        limit: args.page_size,
+        ..atrest_store::ListRequest::default()
+    };
+    let mut listed = 0;
+    loop {
+        let page = store.list(request.clone()).await?;
+        listed += page.items.len();
+        if !page.more {
+            break;
+        }
+        request.start_after = page.items.last().map(|kv| kv.key.clone());
+        request.revision = Some(page.revision);
+    }
+    if listed == args.keys {
+        Ok(())
+    } else {
+        Err(StoreError::Backend(format!(
+            "listed {listed} keys, expected {}",
+            args.keys
+        )))
+    }
+}
+
 async fn run_store(args: StoreArgs) -> Result<Report, String> {
     if args.concurrency == 0 {
         return Err("--concurrency must be at least 1".to_string());
@@ -259,7 +298,7 @@ async fn run_store(args: StoreArgs) -> Result<Report, String> {
         .unwrap_or(0);
     let run_prefix = format!("{}/{started_at:x}", args.prefix.trim_end_matches('/'));
 
-    if args.op == Operation::Get {
+    if matches!(args.op, Operation::Get | Operation::List) {
         // Write the key set first, concurrently, outside the measurement.
         let mut rng = XorShift(42);
         let value = rng.bytes(args.value_size);
