@@ -6,3 +6,4 @@ pub mod codec;
 pub mod keys;
 pub mod patch;
 pub mod table;
+pub mod validation;
