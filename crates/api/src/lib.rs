@@ -5,5 +5,6 @@
 pub mod codec;
 pub mod keys;
 pub mod patch;
+pub mod selector;
 pub mod table;
 pub mod validation;
