@@ -3,6 +3,7 @@
 pub(crate) mod ciphers;
 pub(crate) mod kmsv1;
 pub(crate) mod kmsv2;
+mod nonce;
 
 use std::fmt;
 use std::sync::Arc;
