@@ -1,0 +1,269 @@
+//! Starts real etcd processes (`/usr/bin/etcd`) on free loopback ports, each with its own
+//! temporary data dir, and kills them by PID when dropped.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ETCD_BINARY: &str = "/usr/bin/etcd";
+
+/// Client TLS material for an etcd started with `--client-cert-auth`.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct Member {
+    pub name: String,
+    pub client_url: String,
+    child: Option<Child>,
+}
+
+#[derive(Debug)]
+pub struct EtcdCluster {
+    pub members: Vec<Member>,
+    pub tls: Option<ClientTls>,
+    dir: tempfile::TempDir,
+}
+
+fn require_etcd() {
+    assert!(
+        Path::new(ETCD_BINARY).exists(),
+        "these tests need a real etcd at {ETCD_BINARY} (Debian package etcd-server); install it \
+         with `apt-get install etcd-server`"
+    );
+}
+
+/// Ports the kernel just handed out (all listeners are held until every port is chosen, so
+/// the ports are distinct).
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+impl EtcdCluster {
+    /// One member, plain HTTP.
+    pub fn single() -> Self {
+        Self::start(1, false)
+    }
+
+    /// `size` members, plain HTTP.
+    pub fn cluster(size: usize) -> Self {
+        Self::start(size, false)
+    }
+
+    /// One member serving HTTPS and requiring client certificates.
+    pub fn single_tls() -> Self {
+        Self::start(1, true)
+    }
+
+    fn start(size: usize, tls: bool) -> Self {
+        require_etcd();
+        let dir = tempfile::tempdir().unwrap();
+        let client_tls = tls.then(|| make_certs(dir.path()));
+        let ports = free_ports(size * 2);
+        let scheme = if tls { "https" } else { "http" };
+        let peer_url = |i: usize| format!("http://127.0.0.1:{}", ports[2 * i + 1]);
+        let initial_cluster = (0..size)
+            .map(|i| format!("m{i}={}", peer_url(i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members = Vec::new();
+        for i in 0..size {
+            let name = format!("m{i}");
+            let client_url = format!("{scheme}://127.0.0.1:{}", ports[2 * i]);
+            let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
+            let mut command = Command::new(ETCD_BINARY);
+            command
+                .arg("--name")
+                .arg(&name)
+                .arg("--data-dir")
+                .arg(dir.path().join(&name))
+                .arg("--listen-client-urls")
+                .arg(&client_url)
+                .arg("--advertise-client-urls")
+                .arg(&client_url)
+                .arg("--listen-peer-urls")
+                .arg(peer_url(i))
+                .arg("--initial-advertise-peer-urls")
+                .arg(peer_url(i))
+                .arg("--initial-cluster")
+                .arg(&initial_cluster)
+                .arg("--initial-cluster-state")
+                .arg("new")
+                .arg("--initial-cluster-token")
+                .arg(format!("atrest-test-{}", ports[0]))
+                // Fast elections keep the leader-loss test short.
+                .arg("--heartbeat-interval")
+                .arg("50")
+                .arg("--election-timeout")
+                .arg("500")
+                .arg("--logger")
+                .arg("zap")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log);
+            if let Some(certs) = &client_tls {
+                command
+                    .arg("--cert-file")
+                    .arg(dir.path().join("server.pem"))
+                    .arg("--key-file")
+                    .arg(dir.path().join("server-key.pem"))
+                    .arg("--trusted-ca-file")
+                    .arg(&certs.ca_file)
+                    .arg("--client-cert-auth");
+            }
+            let child = command.spawn().unwrap();
+            members.push(Member {
+                name,
+                client_url,
+                child: Some(child),
+            });
+        }
+        let cluster = EtcdCluster {
+            members,
+            tls: client_tls,
+            dir,
+        };
+        cluster.wait_ready();
+        cluster
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    pub fn log_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Waits until every member's port accepts connections and (plain HTTP) `/health` says
+    /// the cluster has a leader.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for member in &self.members {
+            let address = member.client_url.rsplit("//").next().unwrap().to_string();
+            loop {
+                let healthy = if self.tls.is_some() {
+                    TcpStream::connect(&address).is_ok()
+                } else {
+                    http_health(&address)
+                };
+                if healthy {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let logs = std::fs::read_to_string(
+                        self.dir.path().join(format!("{}.log", member.name)),
+                    )
+                    .unwrap_or_default();
+                    panic!(
+                        "etcd member {} did not become healthy; its log:\n{logs}",
+                        member.name
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// SIGKILLs member `index`.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.members[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn http_health(address: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect(address) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.contains("\"health\":\"true\"")
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for index in 0..self.members.len() {
+            self.kill(index);
+        }
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl CLI.
+fn make_certs(dir: &Path) -> ClientTls {
+    let run = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the TLS test needs the openssl command");
+        assert!(
+            output.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=atrest-test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    for (name, extensions) in [
+        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"),
+        ("client", "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), extensions).unwrap();
+        run(&[
+            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", &format!("{name}-key.pem"), "-out", &format!("{name}.csr"), "-subj",
+            &format!("/CN={name}"),
+        ]);
+        run(&[
+            "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca-key.pem",
+            "-CAcreateserial", "-out", &format!("{name}.pem"), "-days", "2", "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+    ClientTls {
+        ca_file: dir.join("ca.pem"),
+        cert_file: dir.join("client.pem"),
+        key_file: dir.join("client-key.pem"),
+    }
+}
