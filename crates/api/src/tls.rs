@@ -39,8 +39,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -161,8 +161,12 @@ impl Pki {
     }
     /// The CA certificate as DER.
     pub fn ca_cert_der(&self) -> Result<CertificateDer<'static>, TlsError> {
-        CertificateDer::from_pem_slice(self.ca_cert_pem.as_bytes())
-            .map_err(|e| bad_file(&self.dir.join("ca.crt"), format!("no PEM certificate ({e})")))
+        CertificateDer::from_pem_slice(self.ca_cert_pem.as_bytes()).map_err(|e| {
+            bad_file(
+                &self.dir.join("ca.crt"),
+                format!("no PEM certificate ({e})"),
+            )
+        })
     }
     pub fn server_cert_pem(&self) -> &str {
         &self.server_cert_pem
@@ -243,7 +247,10 @@ impl ServingIdentity {
         }
         for (i, der) in chain.iter().enumerate() {
             X509Certificate::from_der(der).map_err(|e| {
-                bad_file(cert_file, format!("certificate {} is not valid X.509 ({e})", i + 1))
+                bad_file(
+                    cert_file,
+                    format!("certificate {} is not valid X.509 ({e})", i + 1),
+                )
             })?;
         }
         // The PEM error type may quote nothing of the key, but say only what kind it was.
@@ -606,12 +613,12 @@ fn load_leaf(
 
 fn random_serial() -> Result<SerialNumber, TlsError> {
     let mut bytes = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(
-        |_| TlsError::Generate {
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(|_| {
+        TlsError::Generate {
             what: "a serial number",
             reason: "the OS random source failed".into(),
-        },
-    )?;
+        }
+    })?;
     // Positive and of full length (Go rejects negative serial numbers).
     bytes[0] = (bytes[0] & 0x7f) | 0x40;
     Ok(SerialNumber::from_slice(&bytes))
@@ -680,7 +687,11 @@ fn issue(
 /// deduplicated and sorted.
 fn normalize_hosts(extra: &[String]) -> Result<BTreeSet<String>, TlsError> {
     let mut out = BTreeSet::new();
-    for h in DEFAULT_HOSTS.iter().copied().chain(extra.iter().map(|s| s.as_str())) {
+    for h in DEFAULT_HOSTS
+        .iter()
+        .copied()
+        .chain(extra.iter().map(|s| s.as_str()))
+    {
         let h = h.trim();
         if h.is_empty() {
             continue;
@@ -757,10 +768,13 @@ mod tests {
 
     #[test]
     fn hosts_are_normalized() {
-        let h = normalize_hosts(&["Example.COM".into(), "[::1]".into(), " 10.0.0.1 ".into()])
-            .unwrap();
+        let h =
+            normalize_hosts(&["Example.COM".into(), "[::1]".into(), " 10.0.0.1 ".into()]).unwrap();
         let v: Vec<_> = h.into_iter().collect();
-        assert_eq!(v, ["10.0.0.1", "127.0.0.1", "::1", "example.com", "localhost"]);
+        assert_eq!(
+            v,
+            ["10.0.0.1", "127.0.0.1", "::1", "example.com", "localhost"]
+        );
         assert!(normalize_hosts(&["bad host".into()]).is_err());
     }
 
