@@ -160,7 +160,7 @@ impl Api {
             ("GET", Some(name)) => self.get(&res, ns, name).await.map(|o| Reply::Json(200, o)),
             ("GET", None) if query.flag("watch") => self.watch(&res, ns, query).await,
             ("GET", None) => self
-                .list(&res, ns, query, accept)
+                .list(&res, &path.version, ns, query, accept)
                 .await
                 .map(|l| Reply::Json(200, l)),
             ("POST", None) => self
@@ -526,6 +526,7 @@ impl Api {
     async fn list(
         &self,
         res: &ResourceInfo,
+        version: &str,
         ns: Option<&str>,
         query: &Query,
         accept: Accept,
@@ -587,7 +588,7 @@ impl Api {
             }
         }
         if accept.table {
-            return bodies::table(res, &items, metadata);
+            return bodies::table(res, version, &items, query, &metadata);
         }
         let api_version = res.api_version(res.storage_version());
         Ok(

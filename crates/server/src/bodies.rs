@@ -5,6 +5,8 @@
 
 use atrest_api::codec;
 use atrest_api::patch::{self, PatchType, ResourceKind};
+use atrest_api::selector;
+use atrest_api::table::{build_table, IncludeObject, TableKind, TableOptions};
 use serde_json::Value;
 
 use crate::request::Query;
@@ -177,19 +179,91 @@ pub fn validate(res: &ResourceInfo, object: &Value, old: Option<&Value>) -> Resu
     }
 }
 
-pub use interim::Filter;
+/// The label and field selectors of a list, watch or deletecollection.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    labels: Option<selector::LabelSelector>,
+    fields: Option<selector::FieldSelector>,
+}
 
-/// A `meta.k8s.io/v1 Table` of `items`.
-pub fn table(res: &ResourceInfo, items: &[Value], metadata: Value) -> Result<Value, ApiError> {
-    Ok(interim::table(res, items, metadata))
+impl Filter {
+    pub fn from_query(query: &Query, res: &ResourceInfo) -> Result<Self, ApiError> {
+        let labels = query
+            .get("labelSelector")
+            .map(selector::parse_label_selector)
+            .transpose()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let kind = match res.builtin {
+            Some(Builtin::Secret) => selector::FieldSelectorKind::Secret,
+            Some(Builtin::ConfigMap) => selector::FieldSelectorKind::ConfigMap,
+            Some(Builtin::Namespace) => selector::FieldSelectorKind::Namespace,
+            Some(Builtin::CustomResourceDefinition) => {
+                selector::FieldSelectorKind::CustomResourceDefinition
+            }
+            None => selector::FieldSelectorKind::CustomResource,
+        };
+        let fields = query
+            .get("fieldSelector")
+            .map(|f| selector::parse_field_selector(f, kind))
+            .transpose()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(Filter { labels, fields })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.as_ref().is_none_or(|l| l.is_empty())
+            && self.fields.as_ref().is_none_or(|f| f.is_empty())
+    }
+
+    pub fn matches(&self, object: &Value) -> bool {
+        self.labels
+            .as_ref()
+            .is_none_or(|l| l.matches_object(object))
+            && self.fields.as_ref().is_none_or(|f| f.matches(object))
+    }
+}
+
+/// A `meta.k8s.io/v1 Table` of `items` with upstream's columns for the resource.
+pub fn table(
+    res: &ResourceInfo,
+    version: &str,
+    items: &[Value],
+    query: &Query,
+    metadata: &Value,
+) -> Result<Value, ApiError> {
+    let columns = res
+        .printer_columns
+        .get(version)
+        .cloned()
+        .unwrap_or_default();
+    let kind = match res.builtin {
+        Some(Builtin::Secret) => TableKind::Secret,
+        Some(Builtin::ConfigMap) => TableKind::ConfigMap,
+        Some(Builtin::Namespace) => TableKind::Namespace,
+        Some(Builtin::CustomResourceDefinition) => TableKind::CustomResourceDefinition,
+        None => TableKind::CustomResource {
+            printer_columns: &columns,
+        },
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let options = TableOptions {
+        include_object: IncludeObject::from_query(query.get("includeObject"))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        now_unix_seconds: now,
+        resource_version: metadata.get("resourceVersion").and_then(Value::as_str),
+        continue_token: metadata.get("continue").and_then(Value::as_str),
+        remaining_item_count: metadata.get("remainingItemCount").and_then(Value::as_i64),
+    };
+    build_table(kind, items, &options).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 mod interim {
     use serde_json::{json, Value};
 
-    use crate::request::Query;
     use crate::resources::{Builtin, ResourceInfo};
-    use crate::status::ApiError;
 
     pub fn validate(res: &ResourceInfo, object: &Value, _old: Option<&Value>) -> Vec<Value> {
         let mut causes = Vec::new();
@@ -223,56 +297,5 @@ mod interim {
             }
         }
         causes
-    }
-
-    #[derive(Debug, Clone, Default)]
-    pub struct Filter {
-        labels: Vec<(String, String)>,
-        name: Option<String>,
-    }
-
-    impl Filter {
-        pub fn from_query(query: &Query, _res: &ResourceInfo) -> Result<Self, ApiError> {
-            let mut f = Filter::default();
-            for req in query
-                .get("labelSelector")
-                .unwrap_or("")
-                .split(',')
-                .filter(|s| !s.is_empty())
-            {
-                let (k, v) = req.split_once('=').ok_or_else(|| {
-                    ApiError::bad_request(format!("unable to parse requirement: {req}"))
-                })?;
-                f.labels.push((
-                    k.trim_end_matches('=').to_string(),
-                    v.trim_start_matches('=').to_string(),
-                ));
-            }
-            if let Some(fs) = query.get("fieldSelector") {
-                if let Some(n) = fs.strip_prefix("metadata.name=") {
-                    f.name = Some(n.to_string());
-                }
-            }
-            Ok(f)
-        }
-
-        pub fn is_empty(&self) -> bool {
-            self.labels.is_empty() && self.name.is_none()
-        }
-
-        pub fn matches(&self, object: &Value) -> bool {
-            let labels = object.pointer("/metadata/labels");
-            self.labels.iter().all(|(k, v)| {
-                labels.and_then(|l| l.get(k)).and_then(Value::as_str) == Some(v.as_str())
-            }) && self
-                .name
-                .as_deref()
-                .is_none_or(|n| crate::objects::object_name(object) == n)
-        }
-    }
-
-    pub fn table(_res: &ResourceInfo, items: &[Value], metadata: Value) -> Value {
-        let rows: Vec<Value> = items.iter().map(|o| json!({"cells": [crate::objects::object_name(o)], "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}})).collect();
-        json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "columnDefinitions": [{"name": "Name", "type": "string", "format": "name", "description": "", "priority": 0}], "rows": rows})
     }
 }
