@@ -203,6 +203,11 @@ impl Token {
 
 const SPECIAL_SYMBOLS: [&str; 9] = ["!", "!=", "(", ")", ",", "=", "==", ">", "<"];
 
+/// Upstream's lexer skips only these.
+fn is_selector_whitespace(character: char) -> bool {
+    matches!(character, ' ' | '\t' | '\r' | '\n')
+}
+
 fn is_special(character: char) -> bool {
     matches!(character, '=' | '!' | '(' | ')' | ',' | '>' | '<')
 }
@@ -212,7 +217,7 @@ fn lex(selector: &str) -> Vec<Token> {
     let mut tokens = Vec::new();
     let mut position = 0;
     loop {
-        while position < characters.len() && characters[position].is_whitespace() {
+        while position < characters.len() && is_selector_whitespace(characters[position]) {
             position += 1;
         }
         if position >= characters.len() {
@@ -252,7 +257,7 @@ fn lex(selector: &str) -> Vec<Token> {
         } else {
             let mut identifier = String::new();
             while position < characters.len()
-                && !characters[position].is_whitespace()
+                && !is_selector_whitespace(characters[position])
                 && !is_special(characters[position])
             {
                 identifier.push(characters[position]);
@@ -368,7 +373,7 @@ impl Parser {
             Token::LessThan => LabelOperator::LessThan,
             other => {
                 return Err(format!(
-                    "found '{}', expected: in, notin, =, ==, !=, gt, lt",
+                    "found '{}', expected: '=', '!=', '==', 'in', notin'",
                     other.literal()
                 ))
             }
@@ -496,11 +501,11 @@ fn new_requirement(
             }
         }
     }
-    for value in &values {
+    for (index, value) in values.iter().enumerate() {
         let value_errors = is_valid_label_value(value);
         if !value_errors.is_empty() {
             errors.push(format!(
-                "values[{key}]: Invalid value: {value:?}: {}",
+                "values[{index}][{key}]: Invalid value: {value:?}: {}",
                 value_errors.join("; ")
             ));
         }
@@ -809,7 +814,7 @@ mod tests {
         assert_eq!(error("a=b,"), "found '', expected: identifier after ','");
         assert_eq!(
             error("a b"),
-            "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt"
+            "unable to parse requirement: found 'b', expected: '=', '!=', '==', 'in', notin'"
         );
         assert_eq!(
             error("a=b c"),
@@ -841,7 +846,7 @@ mod tests {
         );
         assert_eq!(
             error("a=-b"),
-            "unable to parse requirement: values[a]: Invalid value: \"-b\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+            "unable to parse requirement: values[0][a]: Invalid value: \"-b\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
         );
         assert_eq!(
             error("a>b"),
