@@ -9,7 +9,11 @@
 //!   and forbidden for cluster-scoped ones;
 //! - `metadata.labels` keys (qualified names) and values, `metadata.annotations`
 //!   keys and their 256 KiB total size;
-//! - Secret `data` keys (config keys) and the 1 MiB total of decoded values;
+//! - Secret `data` keys (config keys), the 1 MiB total of decoded values,
+//!   and the keys each built-in `type` requires (`tls.crt`/`tls.key`,
+//!   `ssh-privatekey`, `username` or `password`, `.dockercfg` /
+//!   `.dockerconfigjson` holding JSON, the service-account name annotation);
+//! - CRD names: `<spec.names.plural>.<spec.group>`;
 //! - ConfigMap `data` / `binaryData` keys, no key in both, the 1 MiB total;
 //! - on update: Secret `type` is immutable, and `immutable: true` secrets
 //!   and configmaps refuse changes to `data`/`binaryData` and to `immutable`.
@@ -19,9 +23,9 @@
 //!
 //! # Not supported
 //!
-//! - Type-specific Secret rules (`kubernetes.io/tls` needing `tls.crt`, ...),
-//!   `ownerReferences` / `finalizers` / `managedFields` checks, CRD schema
-//!   and custom resource OpenAPI validation.
+//! - `ownerReferences` / `finalizers` / `managedFields` checks, CRD schema
+//!   and custom resource OpenAPI validation; a docker config that is not
+//!   JSON is reported as `invalid JSON`, not with Go's decoder message.
 
 use std::fmt;
 
@@ -562,12 +566,25 @@ pub fn validate_create(kind: ValidationKind, object: &Value) -> Vec<FieldCause> 
     validate_metadata(kind, object, &mut causes);
     match kind {
         ValidationKind::Secret => {
-            if let Some(data) = object_at(object, "/data") {
-                validate_data_keys("data", data, &mut causes);
-                let total: usize = data.values().map(decoded_length).sum();
-                if total > MAX_SECRET_SIZE_BYTES {
-                    causes.push(FieldCause::too_long("data", MAX_SECRET_SIZE_BYTES));
-                }
+            let empty = Map::new();
+            let data = object_at(object, "/data").unwrap_or(&empty);
+            validate_data_keys("data", data, &mut causes);
+            let total: usize = data.values().map(decoded_length).sum();
+            if total > MAX_SECRET_SIZE_BYTES {
+                causes.push(FieldCause::too_long("data", MAX_SECRET_SIZE_BYTES));
+            }
+            validate_secret_type(object, data, &mut causes);
+        }
+        ValidationKind::CustomResourceDefinition => {
+            let name = string_at(object, "/metadata/name");
+            let plural = string_at(object, "/spec/names/plural");
+            let group = string_at(object, "/spec/group");
+            if !name.is_empty() && name != format!("{plural}.{group}") {
+                causes.push(FieldCause::invalid(
+                    "metadata.name",
+                    name,
+                    "must be spec.names.plural+\".\"+spec.group",
+                ));
             }
         }
         ValidationKind::ConfigMap => {
@@ -600,6 +617,62 @@ pub fn validate_create(kind: ValidationKind, object: &Value) -> Vec<FieldCause> 
         _ => {}
     }
     causes
+}
+
+/// The per-type rules of `ValidateSecret` (required keys; docker configs
+/// must be JSON). Values are never quoted: upstream, too, reports
+/// `<secret contents redacted>` for an undecodable docker config.
+fn validate_secret_type(object: &Value, data: &Map<String, Value>, causes: &mut Vec<FieldCause>) {
+    let require = |key: &str, causes: &mut Vec<FieldCause>| {
+        if !data.contains_key(key) {
+            causes.push(FieldCause::required(format!("data[{key}]"), ""));
+        }
+    };
+    let require_json = |key: &str, causes: &mut Vec<FieldCause>| match data.get(key) {
+        None => causes.push(FieldCause::required(format!("data[{key}]"), "")),
+        Some(value) => {
+            let decoded = value
+                .as_str()
+                .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
+                .unwrap_or_default();
+            if serde_json::from_slice::<Value>(&decoded).is_err() {
+                causes.push(FieldCause::invalid(
+                    format!("data[{key}]"),
+                    "<secret contents redacted>",
+                    "invalid JSON",
+                ));
+            }
+        }
+    };
+    match string_at(object, "/type") {
+        "kubernetes.io/service-account-token" => {
+            let annotation = "kubernetes.io/service-account.name";
+            let named = object_at(object, "/metadata/annotations")
+                .and_then(|annotations| annotations.get(annotation))
+                .and_then(Value::as_str)
+                .is_some_and(|name| !name.is_empty());
+            if !named {
+                causes.push(FieldCause::required(
+                    format!("metadata.annotations[{annotation}]"),
+                    "",
+                ));
+            }
+        }
+        "kubernetes.io/dockercfg" => require_json(".dockercfg", causes),
+        "kubernetes.io/dockerconfigjson" => require_json(".dockerconfigjson", causes),
+        "kubernetes.io/basic-auth"
+            if !data.contains_key("username") && !data.contains_key("password") =>
+        {
+            require("username", causes);
+            require("password", causes);
+        }
+        "kubernetes.io/ssh-auth" => require("ssh-privatekey", causes),
+        "kubernetes.io/tls" => {
+            require("tls.crt", causes);
+            require("tls.key", causes);
+        }
+        _ => {}
+    }
 }
 
 fn is_immutable(object: &Value) -> bool {
@@ -822,14 +895,53 @@ mod tests {
     }
 
     #[test]
+    fn secret_type_rules_and_crd_names() {
+        let mut object = secret("s");
+        object["type"] = json!("kubernetes.io/tls");
+        object["data"] = json!({"tls.crt": "Y2VydA=="});
+        assert_eq!(
+            validate_create(ValidationKind::Secret, &object)
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["data[tls.key]: Required value"]
+        );
+        object["type"] = json!("kubernetes.io/dockerconfigjson");
+        object["data"] = json!({".dockerconfigjson": "bm90IGpzb24="});
+        let causes = validate_create(ValidationKind::Secret, &object);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(
+            causes[0].message,
+            "Invalid value: \"<secret contents redacted>\": invalid JSON"
+        );
+        object["type"] = json!("kubernetes.io/basic-auth");
+        object["data"] = json!({"password": "cA=="});
+        assert!(validate_create(ValidationKind::Secret, &object).is_empty());
+        object["type"] = json!("kubernetes.io/service-account-token");
+        assert_eq!(
+            validate_create(ValidationKind::Secret, &object)[0].field,
+            "metadata.annotations[kubernetes.io/service-account.name]"
+        );
+
+        let crd = json!({
+            "metadata": {"name": "foo.example.com"},
+            "spec": {"group": "example.com", "names": {"plural": "foos"}}
+        });
+        assert_eq!(
+            validate_create(ValidationKind::CustomResourceDefinition, &crd)[0].to_string(),
+            "metadata.name: Invalid value: \"foo.example.com\": must be spec.names.plural+\".\"+spec.group"
+        );
+    }
+
+    #[test]
     fn update_rules() {
         let old = secret("s");
         let mut new = old.clone();
-        new["type"] = json!("kubernetes.io/tls");
+        new["type"] = json!("example.com/custom");
         let causes = validate_update(ValidationKind::Secret, &new, &old);
         assert_eq!(
             causes.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            ["type: Invalid value: \"kubernetes.io/tls\": field is immutable"]
+            ["type: Invalid value: \"example.com/custom\": field is immutable"]
         );
 
         let mut old = secret("s");
