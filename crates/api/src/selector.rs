@@ -10,7 +10,8 @@
 //! Field selectors: comma-separated `f=v`, `f==v`, `f!=v` with `\,`, `\=`,
 //! `\\` escapes, over the fields each kind supports: `metadata.name`,
 //! `metadata.namespace` for all, `type` for secrets, `status.phase` for
-//! namespaces (which, as upstream, do not accept `metadata.namespace`).
+//! namespaces (which, as upstream, do not accept `metadata.namespace`, nor
+//! do cluster-scoped custom resources).
 //!
 //! # Not supported
 //!
@@ -549,8 +550,11 @@ pub enum FieldSelectorKind {
     Namespace,
     /// customresourcedefinitions: `metadata.name`, `metadata.namespace`.
     CustomResourceDefinition,
-    /// custom resources: `metadata.name`, `metadata.namespace`.
+    /// namespaced custom resources: `metadata.name`, `metadata.namespace`.
     CustomResource,
+    /// cluster-scoped custom resources: `metadata.name` only (upstream's
+    /// `crConverter`).
+    ClusterScopedCustomResource,
 }
 
 impl FieldSelectorKind {
@@ -560,6 +564,7 @@ impl FieldSelectorKind {
                 matches!(field, "metadata.name" | "metadata.namespace" | "type")
             }
             FieldSelectorKind::Namespace => matches!(field, "metadata.name" | "status.phase"),
+            FieldSelectorKind::ClusterScopedCustomResource => field == "metadata.name",
             _ => matches!(field, "metadata.name" | "metadata.namespace"),
         }
     }
@@ -891,6 +896,15 @@ mod tests {
                 .unwrap_err()
                 .message,
             "field label not supported: type"
+        );
+        assert_eq!(
+            parse_field_selector(
+                "metadata.namespace=x",
+                FieldSelectorKind::ClusterScopedCustomResource
+            )
+            .unwrap_err()
+            .message,
+            "field label not supported: metadata.namespace"
         );
         assert_eq!(
             parse_field_selector("type=x", FieldSelectorKind::ConfigMap).unwrap_err().message,
