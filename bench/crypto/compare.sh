@@ -88,7 +88,8 @@ def nat(name, op, size):
     return native.get((name, op, size))
 
 rows = [
-    ("aesgcm-256", ["ring-aes-256-gcm", "openssl-aes-256-gcm-aead", "openssl-aes-256-gcm"]),
+    ("aesgcm-256", ["ring-aes-256-gcm", "ring-aes-256-gcm-vec", "openssl-aes-256-gcm-aead",
+                    "openssl-aes-256-gcm"]),
     ("aesgcm-128", ["ring-aes-128-gcm"]),
     ("aesgcm-192", ["openssl-aes-192-gcm-aead"]),
     ("aescbc-256", ["openssl-aes-256-cbc"]),

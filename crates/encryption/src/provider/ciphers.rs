@@ -25,6 +25,9 @@ use crate::key::Key;
 pub(crate) const GCM_NONCE_LEN: usize = 12;
 pub(crate) const GCM_TAG_LEN: usize = 16;
 const AES_BLOCK: usize = 16;
+/// CBC decryption works through the data this many bytes at a time, so that the copy, the
+/// parallel block decryption and the chaining XOR of a chunk all hit L1.
+const CBC_DECRYPT_CHUNK: usize = 64 * AES_BLOCK;
 const SECRETBOX_NONCE_LEN: usize = secretbox::NONCE_LEN;
 const SECRETBOX_TAG_LEN: usize = secretbox::TAG_LEN;
 
@@ -204,19 +207,14 @@ impl AesCbc {
         out.extend_from_slice(plaintext);
         // PKCS#7 padding is always added: 1..=16 bytes, each equal to the pad length.
         out.resize(out.len() + pad, pad as u8);
-        let mut previous = Array::from(iv);
         let (blocks, _) =
             Array::<u8, aes::cipher::consts::U16>::slice_as_chunks_mut(&mut out[start..]);
-        // CBC encryption is inherently serial: each block is chained to the previous one.
-        with_aes!(self, c => {
-            for block in blocks.iter_mut() {
-                for (b, p) in block.iter_mut().zip(previous.iter()) {
-                    *b ^= p;
-                }
-                c.encrypt_block(block);
-                previous = *block;
-            }
-        });
+        // One backend dispatch for the whole message, not one per block.
+        let chain = CbcEncrypt {
+            iv: Array::from(iv),
+            blocks,
+        };
+        with_aes!(self, c => c.encrypt_with_backend(chain));
     }
 
     pub(crate) fn open(&self, payload: &[u8]) -> Result<Vec<u8>, CipherError> {
@@ -233,16 +231,25 @@ impl AesCbc {
                 "invalid PKCS7 data (empty or not padded)",
             ));
         }
-        let mut buf = ciphertext.to_vec();
-        {
-            let (blocks, _) = Array::<u8, aes::cipher::consts::U16>::slice_as_chunks_mut(&mut buf);
-            // Decryption of all blocks is independent, so the cipher runs them in parallel;
-            // the chaining XOR is applied afterwards from the untouched ciphertext.
-            with_aes!(self, c => c.decrypt_blocks(blocks));
+        // One pass over the data in L1-sized chunks: copy a chunk of ciphertext, decrypt its
+        // blocks (independent of each other, so the cipher runs them in parallel), then apply
+        // the chaining XOR from the untouched ciphertext.
+        let mut buf = Vec::with_capacity(ciphertext.len());
+        let mut previous = iv;
+        for chunk in ciphertext.chunks(CBC_DECRYPT_CHUNK) {
+            let start = buf.len();
+            buf.extend_from_slice(chunk);
+            let plain = &mut buf[start..];
+            {
+                let (blocks, _) =
+                    Array::<u8, aes::cipher::consts::U16>::slice_as_chunks_mut(&mut *plain);
+                with_aes!(self, c => c.decrypt_blocks(blocks));
+            }
+            let (first, rest) = plain.split_at_mut(AES_BLOCK);
+            xor_in_place(first, previous);
+            xor_in_place(rest, &chunk[..chunk.len() - AES_BLOCK]);
+            previous = &chunk[chunk.len() - AES_BLOCK..];
         }
-        let (first, rest) = buf.split_at_mut(AES_BLOCK);
-        xor_in_place(first, iv);
-        xor_in_place(rest, &ciphertext[..ciphertext.len() - AES_BLOCK]);
         let pad = usize::from(*buf.last().unwrap_or(&0));
         if pad == 0 || pad > buf.len() {
             return Err(CipherError::Padding(
@@ -257,6 +264,30 @@ impl AesCbc {
         }
         buf.truncate(buf.len() - pad);
         Ok(buf)
+    }
+}
+
+/// CBC encryption of `blocks` in place, run inside the cipher's backend (see
+/// `BlockCipherEncrypt::encrypt_with_backend`), so that the serial chain of block
+/// encryptions is not interrupted by CPU-feature dispatch.
+struct CbcEncrypt<'a> {
+    iv: Array<u8, aes::cipher::consts::U16>,
+    blocks: &'a mut [Array<u8, aes::cipher::consts::U16>],
+}
+
+impl aes::cipher::BlockSizeUser for CbcEncrypt<'_> {
+    type BlockSize = aes::cipher::consts::U16;
+}
+
+impl aes::cipher::BlockCipherEncClosure for CbcEncrypt<'_> {
+    #[inline(always)]
+    fn call<B: aes::cipher::BlockCipherEncBackend<BlockSize = Self::BlockSize>>(self, backend: &B) {
+        let mut previous = self.iv;
+        for block in self.blocks.iter_mut() {
+            xor_in_place(block, &previous);
+            backend.encrypt_block_inplace(block);
+            previous = *block;
+        }
     }
 }
 
