@@ -1,0 +1,623 @@
+//! What `atrest serve` does beyond the walkthrough: every verb kubectl uses, upstream's
+//! errors, authentication, health and metrics, automatic reload, unreadable objects,
+//! several servers on one etcd, and failing fast at start-up.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use atrest_testkit::etcd::EtcdCluster;
+use atrest_testkit::{etcdctl_get, AtrestServer, KUBECTL};
+
+fn atrest_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_atrest"))
+}
+
+const K32: &str = "er+42Uj8deiLT9sUFFwycEqLPW+Egt0EDVTWPsF3MDM=";
+const K32B: &str = "N/hsuQeHOMNw8H6NO1g7rTjCdfNK7QVq1uqO7KQZL6E=";
+
+fn config(provider: &str, key_name: &str, secret: &str) -> String {
+    format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets, configmaps]\n    providers:\n      - {provider}:\n          keys:\n            - name: {key_name}\n              secret: {secret}\n      - identity: {{}}\n"
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn everyday_kubectl_against_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = AtrestServer::start(&atrest_bin(), &dir.path().join("data"), &[]);
+    let k = server.kubectl();
+
+    // Default namespaces exist from the first start; the generated config encrypts secrets.
+    let ns = k.ok(&["get", "ns", "-o", "name"]);
+    for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(ns.contains(&format!("namespace/{n}")), "{ns}");
+    }
+    let generated = dir.path().join("data/encryption-config.yaml");
+    assert!(std::fs::read_to_string(&generated)
+        .unwrap()
+        .contains("secretbox"));
+    use std::os::unix::fs::PermissionsExt;
+    for private in ["encryption-config.yaml", "admin.kubeconfig"] {
+        let mode = std::fs::metadata(dir.path().join("data").join(private))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{private}");
+    }
+
+    // create secret generic|tls|docker-registry, configmap.
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "--from-literal=a=b",
+        "--from-literal=c=d",
+    ]);
+    let cert = dir.path().join("tls.crt");
+    let key = dir.path().join("tls.key");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=t",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    k.ok(&[
+        "create",
+        "secret",
+        "tls",
+        "t1",
+        &format!("--cert={}", cert.display()),
+        &format!("--key={}", key.display()),
+    ]);
+    k.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "d1",
+        "--docker-server=r.example",
+        "--docker-username=u",
+        "--docker-password=p",
+    ]);
+    k.ok(&["create", "configmap", "c1", "--from-literal=x=y"]);
+
+    // get -o yaml|json|jsonpath|name, the table columns.
+    let s1 = k.json(&["get", "secret", "s1"]);
+    assert_eq!(s1["type"], "Opaque");
+    assert_eq!(s1["data"]["a"], "Yg==");
+    assert!(s1["metadata"]["uid"].as_str().unwrap().len() == 36);
+    assert!(k
+        .ok(&["get", "secret", "s1", "-o", "yaml"])
+        .contains("a: Yg=="));
+    assert_eq!(
+        k.ok(&["get", "secret", "t1", "-o", "jsonpath={.type}"]),
+        "kubernetes.io/tls"
+    );
+    assert_eq!(
+        k.ok(&["get", "secret", "d1", "-o", "name"]).trim(),
+        "secret/d1"
+    );
+    let table = k.ok(&["get", "secrets"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "TYPE", "DATA", "AGE"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("s1") && l.contains("Opaque") && l.contains(" 2 ")),
+        "{table}"
+    );
+    let cm_table = k.ok(&["get", "configmaps"]);
+    assert_eq!(
+        cm_table
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["NAME", "DATA", "AGE"]
+    );
+
+    // label, annotate, -l, --field-selector, --chunk-size, -A.
+    k.ok(&["label", "secret", "s1", "tier=db"]);
+    k.ok(&["annotate", "secret", "s1", "owner=me"]);
+    assert_eq!(
+        k.ok(&["get", "secrets", "-l", "tier=db", "-o", "name"])
+            .trim(),
+        "secret/s1"
+    );
+    assert_eq!(
+        k.ok(&["get", "secrets", "-l", "tier in (web)", "-o", "name"])
+            .trim(),
+        ""
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "secrets",
+            "--field-selector",
+            "metadata.name=d1",
+            "-o",
+            "name"
+        ])
+        .trim(),
+        "secret/d1"
+    );
+    let chunked = k.ok(&["get", "secrets", "-A", "--chunk-size=1", "-o", "name"]);
+    assert_eq!(chunked.lines().count(), 3, "{chunked}");
+    assert!(k.ok(&["get", "secrets", "-A"]).contains("default"));
+
+    // patch: strategic merge, merge, JSON patch.
+    k.ok(&[
+        "patch",
+        "secret",
+        "s1",
+        "-p",
+        r#"{"metadata":{"labels":{"p":"1"}}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "secret",
+        "s1",
+        "--type=merge",
+        "-p",
+        r#"{"stringData":{"e":"f"}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "secret",
+        "s1",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/data/c"}]"#,
+    ]);
+    let s1 = k.json(&["get", "secret", "s1"]);
+    assert_eq!(s1["metadata"]["labels"]["p"], "1");
+    assert_eq!(s1["data"]["e"], "Zg==");
+    assert!(s1["data"].get("c").is_none());
+    assert!(s1["stringData"].is_null());
+
+    // apply (create, then change), replace.
+    let manifest = |v: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  k: \"{v}\"\n"
+        )
+    };
+    k.ok_with_input(&["apply", "-f", "-"], manifest("1").as_bytes());
+    k.ok_with_input(&["apply", "-f", "-"], manifest("2").as_bytes());
+    assert_eq!(
+        k.ok(&["get", "cm", "applied", "-o", "jsonpath={.data.k}"]),
+        "2"
+    );
+    let mut cm = k.json(&["get", "cm", "applied"]);
+    cm["data"]["k"] = "3".into();
+    k.ok_with_input(&["replace", "-f", "-"], cm.to_string().as_bytes());
+    assert_eq!(
+        k.ok(&["get", "cm", "applied", "-o", "jsonpath={.data.k}"]),
+        "3"
+    );
+
+    // Upstream's errors.
+    let e = k.fails(&["create", "secret", "generic", "s1", "--from-literal=a=b"]);
+    assert!(e.contains("secrets \"s1\" already exists"), "{e}");
+    let dup = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s1"}}"#;
+    let out = k.run_with_input(&["create", "-f", "-"], dup.as_bytes());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("Error from server (AlreadyExists): error when creating \"STDIN\": secrets \"s1\" already exists"), "{e}");
+    let e = k.fails(&["get", "secret", "nope"]);
+    assert!(
+        e.contains("Error from server (NotFound): secrets \"nope\" not found"),
+        "{e}"
+    );
+    let e = k.fails(&[
+        "-n",
+        "missing",
+        "create",
+        "secret",
+        "generic",
+        "x",
+        "--from-literal=a=b",
+    ]);
+    assert!(e.contains("namespaces \"missing\" not found"), "{e}");
+    // Conflict: replace with a stale resourceVersion.
+    cm["data"]["k"] = "stale".into();
+    let out = k.run_with_input(&["replace", "-f", "-"], cm.to_string().as_bytes());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("Conflict") && e.contains("the object has been modified"),
+        "{e}"
+    );
+    // Invalid: a bad name and a bad data key, with field causes.
+    let bad = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"Bad_Name"},"data":{"bad key":"eA=="}}"#;
+    let out = k.run_with_input(&["create", "-f", "-"], bad.as_bytes());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("Secret \"Bad_Name\" is invalid") && e.contains("metadata.name"),
+        "{e}"
+    );
+    // Strict field validation (kubectl's default) refuses unknown fields.
+    let unknown = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"u"},"dataa":{}}"#;
+    let out = k.run_with_input(&["create", "-f", "-"], unknown.as_bytes());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown field \"dataa\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // delete, deletecollection, namespace deletion removes its contents.
+    k.ok(&["delete", "secret", "d1"]);
+    k.ok(&["delete", "secrets", "-l", "tier=db"]);
+    assert_eq!(k.ok(&["get", "secrets", "-o", "name"]).trim(), "secret/t1");
+    k.ok(&["create", "namespace", "doomed"]);
+    k.ok(&[
+        "-n",
+        "doomed",
+        "create",
+        "secret",
+        "generic",
+        "x",
+        "--from-literal=a=b",
+    ]);
+    k.ok(&["delete", "namespace", "doomed"]);
+    k.ok(&["create", "namespace", "doomed"]);
+    assert_eq!(
+        k.ok(&["-n", "doomed", "get", "secrets", "-o", "name"])
+            .trim(),
+        ""
+    );
+
+    // Discovery, OpenAPI and version as kubectl sees them.
+    let resources = k.ok(&["api-resources", "-o", "name"]);
+    for r in [
+        "secrets",
+        "configmaps",
+        "namespaces",
+        "customresourcedefinitions.apiextensions.k8s.io",
+    ] {
+        assert!(resources.lines().any(|l| l == r), "{resources}");
+    }
+    let version: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "--raw", "/version"])).unwrap();
+    assert_eq!(
+        (version["major"].as_str(), version["minor"].as_str()),
+        (Some("1"), Some("32"))
+    );
+
+    // Metrics with upstream names, counting the secret writes and reads.
+    let metrics = k.ok(&["get", "--raw", "/metrics"]);
+    assert!(metrics.contains("apiserver_storage_transformation_operations_total{resource=\"secrets\",transformation_type=\"to_storage\",transformer_prefix=\"k8s:enc:secretbox:v1:\",status=\"OK\"}"), "{metrics}");
+    assert!(metrics.contains("apiserver_storage_transformation_duration_seconds_bucket"));
+    assert!(metrics.contains("apiserver_encryption_config_controller_last_config_info{"));
+    assert!(metrics.contains("apiserver_request_total{"));
+    assert!(server.stop().success());
+}
+
+/// An HTTPS request with no client certificate: (status code, body). curl stands in for
+/// any client without credentials (kubectl would prompt for a password instead).
+fn anonymous_get(server: &AtrestServer, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--cacert"])
+        .arg(server.data_dir.join("pki/ca.crt"))
+        .args(["-w", "\n%{http_code}"]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = cmd
+        .arg(format!("https://127.0.0.1:{}{path}", server.port))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+#[test]
+fn authentication_health_and_startup_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = write(
+        dir.path(),
+        "tokens.csv",
+        "s3cr3t-token,alice,u-1,\"devs,ops\"\n",
+    );
+    let data = dir.path().join("data");
+    let server = AtrestServer::start(
+        &atrest_bin(),
+        &data,
+        &["--token-auth-file", tokens.to_str().unwrap()],
+    );
+    // Anonymous: 401 for the API, health and version allowed.
+    let (code, body) = anonymous_get(&server, "/api/v1/secrets", None);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("\"reason\":\"Unauthorized\""), "{body}");
+    for path in ["/healthz", "/livez", "/readyz", "/readyz/etcd", "/version"] {
+        let (code, body) = anonymous_get(&server, path, None);
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    let (_, verbose) = anonymous_get(&server, "/readyz?verbose", None);
+    assert!(
+        verbose.contains("[+]etcd ok") && verbose.contains("readyz check passed"),
+        "{verbose}"
+    );
+    assert_eq!(anonymous_get(&server, "/readyz/nonexistent", None).0, 404);
+    // A bearer token from --token-auth-file works; a wrong one is 401; so does kubectl --token.
+    assert_eq!(
+        anonymous_get(
+            &server,
+            "/api/v1/namespaces/default/secrets",
+            Some("s3cr3t-token")
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        anonymous_get(&server, "/api/v1/namespaces/default/secrets", Some("wrong")).0,
+        401
+    );
+    let with_token = Command::new(KUBECTL)
+        .args([
+            "--kubeconfig",
+            "/dev/null",
+            "--server",
+            &format!("https://127.0.0.1:{}", server.port),
+        ])
+        .arg("--certificate-authority")
+        .arg(server.data_dir.join("pki/ca.crt"))
+        .args(["--token", "s3cr3t-token", "--cache-dir"])
+        .arg(dir.path().join("tc"))
+        .args(["get", "ns", "-o", "name"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&with_token.stdout).contains("namespace/default"),
+        "{}",
+        String::from_utf8_lossy(&with_token.stderr)
+    );
+    let log = server.log_text();
+    assert!(!log.contains("s3cr3t-token"), "tokens never reach the log");
+
+    // Start-up fails fast with a clear message: port in use, bad config, unreachable etcd.
+    let busy = Command::new(atrest_bin())
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .args(["--secure-port", &server.port.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&busy.stderr)
+        .contains(&format!("cannot listen on 127.0.0.1:{}", server.port)));
+    assert!(server.stop().success());
+
+    let bad = write(dir.path(), "bad.yaml", &config("aescbc", "k", "not-base64"));
+    let out = Command::new(atrest_bin())
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("d2"))
+        .args(["--encryption-provider-config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("resources[0].providers[0].aescbc.keys[0].secret")
+            && e.contains("secrets must be base64 encoded"),
+        "{e}"
+    );
+
+    let dead = format!("http://127.0.0.1:{}", atrest_testkit::free_port());
+    let started = Instant::now();
+    let out = Command::new(atrest_bin())
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("d3"))
+        .args(["--etcd-servers", &dead])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("127.0.0.1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "gave up in bounded time"
+    );
+}
+
+#[test]
+fn automatic_reload_and_unreadable_objects() {
+    let etcd = EtcdCluster::single();
+    let endpoints = etcd.endpoints();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "enc.yaml", &config("aesgcm", "one", K32));
+    let servers = endpoints.join(",");
+    let server = AtrestServer::start(
+        &atrest_bin(),
+        &dir.path().join("data"),
+        &[
+            "--etcd-servers",
+            &servers,
+            "--encryption-provider-config",
+            cfg.to_str().unwrap(),
+            "--encryption-provider-config-automatic-reload",
+            "--encryption-provider-config-reload-interval",
+            "1",
+        ],
+    );
+    let k = server.kubectl();
+    k.ok(&["create", "secret", "generic", "a", "--from-literal=x=y"]);
+    assert!(etcdctl_get(&endpoints, "/registry/secrets/default/a")
+        .unwrap()
+        .starts_with(b"k8s:enc:aesgcm:v1:one:"));
+
+    // A new key first: picked up without a restart.
+    std::fs::write(&cfg, format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm:\n          keys:\n            - name: two\n              secret: {K32B}\n            - name: one\n              secret: {K32}\n"
+    )).unwrap();
+    wait_for(|| {
+        k.ok(&["create", "secret", "generic", "probe", "--from-literal=x=y"]);
+        let v = etcdctl_get(&endpoints, "/registry/secrets/default/probe").unwrap();
+        k.ok(&["delete", "secret", "probe"]);
+        v.starts_with(b"k8s:enc:aesgcm:v1:two:")
+    });
+    assert_eq!(
+        k.json(&["get", "secret", "a"])["data"]["x"],
+        "eQ==",
+        "old key still reads"
+    );
+
+    // A broken file is refused; the configuration in force stays.
+    std::fs::write(
+        &cfg,
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources: []\n",
+    )
+    .unwrap();
+    wait_for(|| {
+        k.ok(&["get", "--raw", "/metrics"]).contains(
+            "apiserver_encryption_config_controller_automatic_reloads_total{status=\"failure\"",
+        )
+    });
+    k.ok(&["create", "secret", "generic", "b", "--from-literal=x=y"]);
+    assert!(etcdctl_get(&endpoints, "/registry/secrets/default/b")
+        .unwrap()
+        .starts_with(b"k8s:enc:aesgcm:v1:two:"));
+
+    // An object no provider can read: the list names it, other objects stay readable, and
+    // the KEP-3926 delete removes it.
+    let put = Command::new(atrest_testkit::ETCDCTL)
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &servers,
+            "put",
+            "/registry/secrets/default/broken",
+            "k8s:enc:aesgcm:v1:two:not-a-valid-ciphertext",
+        ])
+        .output()
+        .unwrap();
+    assert!(put.status.success());
+    let e = k.fails(&["get", "secrets"]);
+    assert!(e.contains("/registry/secrets/default/broken"), "{e}");
+    assert_eq!(k.json(&["get", "secret", "b"])["data"]["x"], "eQ==");
+    let e = k.fails(&["delete", "secret", "broken"]);
+    assert!(e.contains("/registry/secrets/default/broken"), "{e}");
+    let options = write(
+        dir.path(),
+        "delete.json",
+        r#"{"kind":"DeleteOptions","apiVersion":"v1","ignoreStoreReadErrorWithClusterBreakingPotential":true}"#,
+    );
+    k.ok(&[
+        "delete",
+        "--raw",
+        "/api/v1/namespaces/default/secrets/broken",
+        "-f",
+        options.to_str().unwrap(),
+    ]);
+    assert!(etcdctl_get(&endpoints, "/registry/secrets/default/broken").is_none());
+    assert!(k.ok(&["get", "secrets", "-o", "name"]).contains("secret/b"));
+    assert!(server.stop().success());
+}
+
+fn wait_for(mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "condition not met within 30 s");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn two_servers_on_one_etcd_serve_the_same_data() {
+    let etcd = EtcdCluster::single();
+    let servers = etcd.endpoints().join(",");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "enc.yaml", &config("secretbox", "k", K32));
+    let args = [
+        "--etcd-servers",
+        servers.as_str(),
+        "--encryption-provider-config",
+        cfg.to_str().unwrap(),
+    ];
+    let a = AtrestServer::start(&atrest_bin(), &dir.path().join("a"), &args);
+    let b = AtrestServer::start(&atrest_bin(), &dir.path().join("b"), &args);
+    let (ka, kb) = (a.kubectl(), b.kubectl());
+
+    // A watch through B sees a write through A.
+    let watch_out = dir.path().join("watch.out");
+    let mut watch = Command::new(KUBECTL)
+        .args([
+            "--kubeconfig",
+            b.kubeconfig().to_str().unwrap(),
+            "--cache-dir",
+            dir.path().join("wc").to_str().unwrap(),
+        ])
+        .args(["get", "secrets", "-w", "-o", "name", "--request-timeout=0"])
+        .stdout(std::fs::File::create(&watch_out).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    ka.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "from-a",
+        "--from-literal=x=y",
+    ]);
+    wait_for(|| {
+        std::fs::read_to_string(&watch_out)
+            .unwrap_or_default()
+            .contains("secret/from-a")
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(kb.json(&["get", "secret", "from-a"])["data"]["x"], "eQ==");
+
+    // A CRD created through A is served by B.
+    let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n  scope: Cluster\n  names: {plural: widgets, singular: widget, kind: Widget}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}\n";
+    ka.ok_with_input(&["apply", "-f", "-"], crd.as_bytes());
+    wait_for(|| {
+        let out = kb.run_with_input(
+            &["apply", "-f", "-"],
+            b"apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {size: 2}\n",
+        );
+        out.status.success()
+    });
+    assert_eq!(ka.json(&["get", "widgets", "w1"])["spec"]["size"], 2);
+    // Both servers publish a heartbeat.
+    let listed = Command::new(atrest_testkit::ETCDCTL)
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &servers,
+            "get",
+            "--prefix",
+            "/atrest/servers/",
+            "--keys-only",
+        ])
+        .output()
+        .unwrap();
+    let keys = String::from_utf8_lossy(&listed.stdout);
+    assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 2, "{keys}");
+    drop((a, b));
+}
