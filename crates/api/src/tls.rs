@@ -402,6 +402,16 @@ pub fn ensure_pki(data_dir: &Path, hosts: &[String]) -> Result<Pki, TlsError> {
     let (_, ca_x509) = X509Certificate::from_der(&ca_der)
         .map_err(|e| bad_file(&ca_crt, format!("not valid X.509 ({e})")))?;
 
+    // No leaf outlives the CA that signed it.
+    let ca_not_after =
+        OffsetDateTime::from_unix_timestamp(ca_x509.validity().not_after.timestamp())
+            .map_err(|e| bad_file(&ca_crt, format!("invalid notAfter ({e})")))?;
+    let leaf_params = |now| -> Result<CertificateParams, TlsError> {
+        let mut params = leaf_params(now)?;
+        params.not_after = params.not_after.min(ca_not_after);
+        Ok(params)
+    };
+
     // The serving certificate.
     let server_crt = dir.join("server.crt");
     let server_key = dir.join("server.key");

@@ -1,6 +1,7 @@
 //! Real TLS handshakes with `server_config`: rustls clients with and without the admin
 //! certificate, a client certificate from another CA, and kubectl 1.32 (Go's TLS stack)
 //! reading `/version` through the written admin kubeconfig.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! The PKI atrest makes in its data dir: file modes, reloading, renewal rules, and that the
 //! serving certificate verifies against the CA for the loopback names.
+#![allow(clippy::unwrap_used)]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
