@@ -13,6 +13,9 @@ use atrest_store::{CompactionPolicy, Store, StoreConfig, StoreError, TlsFiles};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
+/// Concurrent writers filling the key set of a `get` or `list` run.
+const SETUP_WRITERS: usize = 32;
+
 #[derive(Debug, Parser)]
 #[command(name = "atrest-load", about = "Load generator for atrest", version)]
 struct Cli {
@@ -303,8 +306,13 @@ async fn run_store(args: StoreArgs) -> Result<Report, String> {
         let mut rng = XorShift(42);
         let value = rng.bytes(args.value_size);
         let mut writers = Vec::new();
-        for chunk_start in (0..args.keys).step_by(args.keys.div_ceil(args.concurrency).max(1)) {
-            let chunk_end = (chunk_start + args.keys.div_ceil(args.concurrency)).min(args.keys);
+        // Enough writers that the setup is quick whatever the measured concurrency is.
+        let chunk = args
+            .keys
+            .div_ceil(args.concurrency.max(SETUP_WRITERS))
+            .max(1);
+        for chunk_start in (0..args.keys).step_by(chunk) {
+            let chunk_end = (chunk_start + chunk).min(args.keys);
             let (store, value, run_prefix) =
                 (Arc::clone(&store), value.clone(), run_prefix.clone());
             writers.push(tokio::spawn(async move {
