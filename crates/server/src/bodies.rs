@@ -7,6 +7,7 @@ use atrest_api::codec;
 use atrest_api::patch::{self, PatchType, ResourceKind};
 use atrest_api::selector;
 use atrest_api::table::{build_table, IncludeObject, TableKind, TableOptions};
+use atrest_api::validation::{self, ValidationKind};
 use serde_json::Value;
 
 use crate::request::Query;
@@ -165,18 +166,32 @@ pub fn normalize(res: &ResourceInfo, object: Value) -> Result<Value, ApiError> {
     }
 }
 
-/// Validation of an object about to be stored (`old`: the stored version on update).
+/// Validation of an object about to be stored (`old`: the stored version on update), with
+/// upstream's rules and messages; CRDs also get the structural checks the server needs to
+/// serve them.
 pub fn validate(res: &ResourceInfo, object: &Value, old: Option<&Value>) -> Result<(), ApiError> {
-    let name = crate::objects::object_name(object);
-    let mut causes = interim::validate(res, object, old);
+    let kind = match res.builtin {
+        Some(Builtin::Secret) => ValidationKind::Secret,
+        Some(Builtin::ConfigMap) => ValidationKind::ConfigMap,
+        Some(Builtin::Namespace) => ValidationKind::Namespace,
+        Some(Builtin::CustomResourceDefinition) => ValidationKind::CustomResourceDefinition,
+        None => ValidationKind::CustomResource {
+            namespaced: res.namespaced,
+        },
+    };
+    let mut causes = match old {
+        Some(old) => validation::validate_update(kind, object, old),
+        None => validation::validate_create(kind, object),
+    };
     if res.builtin == Some(Builtin::CustomResourceDefinition) {
         causes.extend(crate::defaults::validate_crd(object));
     }
     if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(&res.kind, &res.group, &name, causes))
+        return Ok(());
     }
+    let name = crate::objects::object_name(object);
+    let status = validation::invalid_status(&res.group, &res.kind, &name, &causes);
+    Err(ApiError::from_status(&status))
 }
 
 /// The label and field selectors of a list, watch or deletecollection.
@@ -258,44 +273,4 @@ pub fn table(
         remaining_item_count: metadata.get("remainingItemCount").and_then(Value::as_i64),
     };
     build_table(kind, items, &options).map_err(|e| ApiError::internal(e.to_string()))
-}
-
-mod interim {
-    use serde_json::{json, Value};
-
-    use crate::resources::{Builtin, ResourceInfo};
-
-    pub fn validate(res: &ResourceInfo, object: &Value, _old: Option<&Value>) -> Vec<Value> {
-        let mut causes = Vec::new();
-        let name = crate::objects::object_name(object);
-        let ok = !name.is_empty()
-            && name.len() <= 253
-            && name.split('.').all(|l| {
-                !l.is_empty()
-                    && l.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && !l.starts_with('-')
-                    && !l.ends_with('-')
-            });
-        if !ok {
-            causes.push(json!({"reason": "FieldValueInvalid", "field": "metadata.name", "message": format!("Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")}));
-        }
-        if res.builtin == Some(Builtin::Secret) {
-            for k in object
-                .get("data")
-                .and_then(Value::as_object)
-                .into_iter()
-                .flat_map(|m| m.keys())
-            {
-                if k.is_empty()
-                    || !k
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-                {
-                    causes.push(json!({"reason": "FieldValueInvalid", "field": format!("data[{k}]"), "message": format!("Invalid value: {k:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')")}));
-                }
-            }
-        }
-        causes
-    }
 }

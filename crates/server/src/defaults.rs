@@ -5,6 +5,8 @@
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
+use atrest_api::validation::FieldCause;
+
 use crate::resources::{Builtin, ResourceInfo};
 use crate::status::ApiError;
 
@@ -168,13 +170,12 @@ pub fn prepare_create(object: &mut Value, res: &ResourceInfo) -> Result<String, 
         }
     }
     if name.is_empty() {
-        return Err(ApiError::invalid(
-            &res.kind,
-            &res.group,
-            "",
-            vec![
-                json!({"reason": "FieldValueRequired", "message": "Required value: name or generateName is required", "field": "metadata.name"}),
-            ],
+        let causes = [FieldCause::required(
+            "metadata.name",
+            "name or generateName is required",
+        )];
+        return Err(ApiError::from_status(
+            &atrest_api::validation::invalid_status(&res.group, &res.kind, "", &causes),
         ));
     }
     meta.insert("uid".into(), json!(new_uid()));
@@ -357,57 +358,55 @@ fn default_crd(object: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Structural checks of a CRD that the server relies on to serve it.
-pub fn validate_crd(object: &Value) -> Vec<Value> {
+/// Structural checks of a CRD that the server relies on to serve it (its name is checked by
+/// `atrest_api::validation`).
+pub fn validate_crd(object: &Value) -> Vec<FieldCause> {
     let mut causes = Vec::new();
-    let mut require = |ok: bool, field: &str, message: &str| {
-        if !ok {
-            causes.push(json!({"reason": "FieldValueRequired", "message": format!("Required value: {message}"), "field": field}));
-        }
-    };
     let spec = object.get("spec").cloned().unwrap_or(Value::Null);
-    let group = spec.get("group").and_then(Value::as_str).unwrap_or("");
-    let plural = spec
-        .pointer("/names/plural")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    require(!group.is_empty(), "spec.group", "");
-    require(!plural.is_empty(), "spec.names.plural", "");
-    require(
-        spec.pointer("/names/kind")
+    let text = |p: &str| {
+        spec.pointer(p)
             .and_then(Value::as_str)
-            .is_some_and(|k| !k.is_empty()),
-        "spec.names.kind",
-        "",
-    );
-    require(
-        matches!(
-            spec.get("scope").and_then(Value::as_str),
-            Some("Namespaced" | "Cluster")
-        ),
-        "spec.scope",
-        "must be Namespaced or Cluster",
-    );
+            .unwrap_or("")
+            .to_string()
+    };
+    for (pointer, field) in [
+        ("/group", "spec.group"),
+        ("/names/plural", "spec.names.plural"),
+        ("/names/kind", "spec.names.kind"),
+    ] {
+        if text(pointer).is_empty() {
+            causes.push(FieldCause::required(field, ""));
+        }
+    }
+    let scope = text("/scope");
+    if scope != "Namespaced" && scope != "Cluster" {
+        causes.push(FieldCause::invalid(
+            "spec.scope",
+            &scope,
+            "must be Namespaced or Cluster",
+        ));
+    }
     let versions = spec
         .get("versions")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    require(
-        !versions.is_empty(),
-        "spec.versions",
-        "must have at least one version",
-    );
-    let storage = versions
+    if versions.is_empty() {
+        causes.push(FieldCause::required(
+            "spec.versions",
+            "must have exactly one version marked as storage version",
+        ));
+    } else if versions
         .iter()
         .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
-        .count();
-    if !versions.is_empty() && storage != 1 {
-        causes.push(json!({"reason": "FieldValueInvalid", "message": "Invalid value: must have exactly one version marked as storage version", "field": "spec.versions"}));
-    }
-    let name = crate::objects::object_name(object);
-    if !group.is_empty() && !plural.is_empty() && name != format!("{plural}.{group}") {
-        causes.push(json!({"reason": "FieldValueInvalid", "message": format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"), "field": "metadata.name"}));
+        .count()
+        != 1
+    {
+        causes.push(FieldCause::invalid(
+            "spec.versions",
+            "",
+            "must have exactly one version marked as storage version",
+        ));
     }
     causes
 }

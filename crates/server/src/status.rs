@@ -76,32 +76,26 @@ impl ApiError {
         }
     }
 
-    /// `Kind "name" is invalid: <causes>` (HTTP 422).
-    pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Value>) -> Self {
-        let rendered: Vec<String> = causes
-            .iter()
-            .map(|c| {
-                let field = c["field"].as_str().unwrap_or("");
-                let message = c["message"].as_str().unwrap_or("");
-                if field.is_empty() {
-                    message.to_string()
-                } else {
-                    format!("{field}: {message}")
-                }
-            })
-            .collect();
-        let summary = if rendered.len() == 1 {
-            rendered[0].clone()
-        } else {
-            format!("[{}]", rendered.join(", "))
+    /// An error from a `Status` object built elsewhere (e.g. upstream-shaped validation).
+    pub fn from_status(status: &Value) -> Self {
+        let reason = match status.get("reason").and_then(Value::as_str) {
+            Some("Invalid") => "Invalid",
+            Some("BadRequest") => "BadRequest",
+            _ => "InternalError",
         };
-        let mut d = details(name, group, kind);
-        d["causes"] = Value::Array(causes);
         ApiError {
-            code: 422,
-            reason: "Invalid",
-            message: format!("{kind} \"{name}\" is invalid: {summary}"),
-            details: Some(d),
+            code: status
+                .get("code")
+                .and_then(Value::as_u64)
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or(500),
+            reason,
+            message: status
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            details: status.get("details").cloned(),
         }
     }
 
