@@ -395,6 +395,30 @@ fn authentication_health_and_startup_failures() {
         "{}",
         String::from_utf8_lossy(&with_token.stderr)
     );
+    // Typed clients asking for protobuf get protobuf (`k8s\0` + runtime.Unknown).
+    let admin_token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(data.join("pki/ca.crt"))
+        .args([
+            "-H",
+            "Accept: application/vnd.kubernetes.protobuf,application/json",
+        ])
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {}", admin_token.trim()),
+        ])
+        .arg(format!(
+            "https://127.0.0.1:{}/api/v1/namespaces/default",
+            server.port
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.stdout.starts_with(b"k8s\0"),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let log = server.log_text();
     assert!(!log.contains("s3cr3t-token"), "tokens never reach the log");
 
@@ -620,4 +644,53 @@ fn two_servers_on_one_etcd_serve_the_same_data() {
     let keys = String::from_utf8_lossy(&listed.stdout);
     assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 2, "{keys}");
     drop((a, b));
+}
+
+#[test]
+fn json_storage_media_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = write(
+        dir.path(),
+        "identity.yaml",
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - identity: {}\n",
+    );
+    let data = dir.path().join("data");
+    let server = AtrestServer::start(
+        &atrest_bin(),
+        &data,
+        &[
+            "--storage-media-type",
+            "application/json",
+            "--encryption-provider-config",
+            identity.to_str().unwrap(),
+        ],
+    );
+    server
+        .kubectl()
+        .ok(&["create", "secret", "generic", "j", "--from-literal=a=b"]);
+    assert!(server.stop().success());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stored = runtime.block_on(async {
+        let store = atrest_store::open(atrest_store::StoreConfig::Embedded {
+            data_dir: data.clone(),
+            compaction: atrest_store::CompactionPolicy::disabled(),
+        })
+        .await
+        .unwrap();
+        store
+            .get(b"/registry/secrets/default/j")
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+    });
+    let text = String::from_utf8(stored).unwrap();
+    assert!(
+        text.starts_with("{\"kind\":\"Secret\",\"apiVersion\":\"v1\""),
+        "{text}"
+    );
+    assert!(!text.contains("resourceVersion"), "{text}");
 }

@@ -54,15 +54,23 @@ impl std::fmt::Debug for Reply {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Accept {
     pub table: bool,
+    /// The client prefers `application/vnd.kubernetes.protobuf` (kubectl's typed clients).
+    pub protobuf: bool,
 }
 
 impl Accept {
     pub fn parse(header: &str) -> Self {
+        let first = header
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim();
         Accept {
-            table: header
-                .split(',')
-                .next()
-                .is_some_and(|first| first.contains("as=Table")),
+            table: atrest_api::table::accepts_table_v1(header),
+            protobuf: first.eq_ignore_ascii_case("application/vnd.kubernetes.protobuf"),
         }
     }
 }

@@ -66,6 +66,27 @@ fn json_response(code: u16, value: &Value) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(full("")))
 }
 
+/// An object in protobuf when the client asked for it and its kind has a protobuf codec;
+/// JSON otherwise (clients list JSON as their fallback).
+fn object_response(code: u16, value: &Value) -> Response<Body> {
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+    if !atrest_api::codec::has_protobuf_codec(api_version, kind) {
+        return json_response(code, value);
+    }
+    match atrest_api::codec::encode_protobuf(value) {
+        Ok(bytes) => Response::builder()
+            .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+            .header(header::CONTENT_TYPE, "application/vnd.kubernetes.protobuf")
+            .body(full(bytes))
+            .unwrap_or_else(|_| Response::new(full(""))),
+        Err(_) => json_response(code, value),
+    }
+}
+
 fn text_response(code: u16, text: String, content_type: &str) -> Response<Body> {
     Response::builder()
         .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
@@ -302,6 +323,7 @@ impl HttpServer {
                     .handle(&method, &rp, &query, &content_type, accept, body)
                     .await
                 {
+                    Ok(Reply::Json(code, v)) if accept.protobuf => object_response(code, &v),
                     Ok(Reply::Json(code, v)) => json_response(code, &v),
                     Ok(Reply::Stream(events)) => {
                         let frames = events.map(|b| Ok::<_, std::io::Error>(Frame::data(b)));
