@@ -33,6 +33,9 @@ pub struct Api {
     pub objects: ObjectStore,
     registry: RwLock<Arc<Registry>>,
     builtin_encoding: StorageEncoding,
+    /// Set when the server shuts down: open watches end so that shutdown does not wait for
+    /// them (clients re-establish them elsewhere, as they do with kube-apiserver).
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// A response body: one JSON document, or a stream of watch events.
@@ -81,7 +84,13 @@ impl Api {
             objects,
             registry: RwLock::new(Arc::new(Registry::builtin(builtin_encoding))),
             builtin_encoding,
+            stopping: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Ends every open watch (called when the server starts shutting down).
+    pub fn stop_watches(&self) {
+        self.stopping.send_replace(true);
     }
 
     pub fn registry(&self) -> Arc<Registry> {
@@ -659,7 +668,13 @@ impl Api {
                 async move { api.watch_event(&res, &filter, event).await }
             })
             .filter_map(|line| async move { line });
-        let deadline = tokio::time::sleep(timeout);
+        let mut stopping = self.stopping.subscribe();
+        let deadline = async move {
+            tokio::select! {
+                _ = tokio::time::sleep(timeout) => {}
+                _ = stopping.wait_for(|stop| *stop) => {}
+            }
+        };
         let events = futures::stream::iter(initial)
             .chain(events)
             .take_until(deadline);

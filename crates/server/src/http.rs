@@ -161,6 +161,7 @@ impl HttpServer {
             });
         }
         drop(listener);
+        self.api.stop_watches();
         tokio::select! {
             _ = graceful.shutdown() => tracing::info!("all connections closed"),
             _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),
