@@ -126,31 +126,30 @@ impl AesGcm {
         }
         let mut nonce = [0u8; GCM_NONCE_LEN];
         nonce.copy_from_slice(nonce_bytes);
-        let mut buf = sealed.to_vec();
+        let (ciphertext, tag) = sealed.split_at(sealed.len() - GCM_TAG_LEN);
+        // The output is exactly the plaintext's size: only the ciphertext is copied, and a
+        // 1 KiB value stays within the allocator's fast size classes.
+        let mut buf = ciphertext.to_vec();
+        fn failed<E>(_: E) -> CipherError {
+            CipherError::Authentication("message authentication failed")
+        }
         match self {
             AesGcm::Ring(key) => {
-                let len = key
-                    .open_in_place(
-                        Nonce::assume_unique_for_key(nonce),
-                        Aad::from(aad),
-                        &mut buf,
-                    )
-                    .map_err(|_| CipherError::Authentication("message authentication failed"))?
-                    .len();
-                buf.truncate(len);
+                let tag = ring::aead::Tag::try_from(tag).map_err(|_| CipherError::TooShort)?;
+                key.open_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(aad),
+                    tag,
+                    &mut buf,
+                    0..,
+                )
+                .map_err(failed)?;
             }
             AesGcm::Aes192(cipher) => {
-                let ct_len = buf.len() - GCM_TAG_LEN;
-                let tag = Array::try_from(&buf[ct_len..]).map_err(|_| CipherError::TooShort)?;
+                let tag = Array::try_from(tag).map_err(|_| CipherError::TooShort)?;
                 cipher
-                    .decrypt_inout_detached(
-                        &Array::from(nonce),
-                        aad,
-                        (&mut buf[..ct_len]).into(),
-                        &tag,
-                    )
-                    .map_err(|_| CipherError::Authentication("message authentication failed"))?;
-                buf.truncate(ct_len);
+                    .decrypt_inout_detached(&Array::from(nonce), aad, (&mut buf[..]).into(), &tag)
+                    .map_err(failed)?;
             }
         }
         Ok(buf)
