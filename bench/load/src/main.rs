@@ -436,3 +436,54 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let sorted: Vec<u64> = (1..=100).map(|ms| ms * 1000).collect();
+        assert_eq!(percentile(&sorted, 0.50), 51.0);
+        assert_eq!(percentile(&sorted, 0.99), 99.0);
+        assert_eq!(percentile(&sorted, 1.0), 100.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn store_run_reports_every_operation() {
+        let data_dir =
+            std::env::temp_dir().join(format!("atrest-load-test-{}", std::process::id()));
+        for op in ["put", "update", "get", "list"] {
+            let cli = Cli::try_parse_from([
+                "atrest-load",
+                "store",
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "--op",
+                op,
+                "-c",
+                "4",
+                "--duration",
+                "0.2",
+                "--keys",
+                "50",
+                "--page-size",
+                "7",
+                "-o",
+                "json",
+            ])
+            .unwrap();
+            let Command::Store(args) = cli.command;
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            let report = runtime.block_on(run_store(args)).unwrap();
+            assert_eq!(report.errors, 0, "{op}");
+            assert!(report.operations > 0, "{op}");
+            let json = serde_json::to_value(&report).unwrap();
+            assert!(json["latency_ms"]["p99"].as_f64().unwrap() >= 0.0);
+        }
+        std::fs::remove_dir_all(&data_dir).unwrap();
+    }
+}
