@@ -135,6 +135,75 @@ async fn kill_9_loses_no_acknowledged_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_writes_are_seen_live() {
+    use tokio::io::AsyncBufReadExt;
+    const ACKS: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let mut watch = store.watch(b"/crash/", 0).await.unwrap();
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "crash_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DATA_DIR_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child_revisions = std::collections::BTreeMap::new();
+    let mut own_revisions = Vec::new();
+    while child_revisions.len() < ACKS {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("child exited early");
+        let Some(ack) = line.strip_prefix("ACK ") else {
+            continue;
+        };
+        let (key, revision) = ack.split_once(' ').unwrap();
+        let revision: i64 = revision.parse().unwrap();
+        // The child's acknowledged write is visible here at once...
+        let kv = store.get(key.as_bytes()).await.unwrap().unwrap();
+        assert_eq!(kv.mod_revision, revision);
+        child_revisions.insert(revision, key.to_string());
+        // ...while this process writes too, with its own distinct revisions.
+        let own = format!("/parent/{}", child_revisions.len());
+        own_revisions.push(store.create(own.as_bytes(), b"p", None).await.unwrap());
+    }
+    child.kill().await.unwrap();
+    for revision in &own_revisions {
+        assert!(
+            !child_revisions.contains_key(revision),
+            "revision {revision} used twice"
+        );
+    }
+    // The watch delivers the other process's writes, in revision order.
+    let mut seen = Vec::new();
+    while seen.len() < ACKS {
+        let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("watch stalled")
+            .unwrap()
+            .unwrap();
+        seen.push(event.revision());
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "events out of order");
+    let first_acked: Vec<i64> = child_revisions.keys().copied().collect();
+    assert!(
+        first_acked
+            .iter()
+            .all(|r| seen.contains(r) || *r > *seen.last().unwrap()),
+        "watch skipped an acknowledged write"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_openers_of_one_data_dir_see_each_other() {
     let dir = tempfile::tempdir().unwrap();
     let server = open(dir.path()).await;
