@@ -10,6 +10,8 @@ command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 [ -e /usr/include/sodium.h ] || need_apt+=(libsodium-dev)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
