@@ -1,7 +1,7 @@
 //! Shared test support: the etcd harness, store fixtures and the conformance suite.
 #![allow(dead_code)]
 
-pub mod etcd;
+pub use atrest_testkit::etcd;
 pub mod suite;
 
 use std::sync::Arc;
