@@ -16,7 +16,7 @@
 //!
 //! - bytes are handed out strictly once: the read position only advances, consumed bytes are
 //!   overwritten with zeros, and the buffer is refilled (all of it) when too few remain;
-//! - each thread has its own buffer, filled by its own `getrandom` calls;
+//! - each thread has its own buffer, keyed by its own `getrandom` calls;
 //! - a `fork()` copies the buffer into the child, where parent and child would hand out the
 //!   same bytes. The buffer records the process's fork generation (a counter bumped by a
 //!   `pthread_atfork` child handler, see `atrest_ffi::fork_generation`) and is discarded and
@@ -65,7 +65,7 @@ fn refill(bytes: &mut [u8; POOL_LEN]) -> Result<(), CipherError> {
     Ok(())
 }
 
-/// `N` random bytes for a nonce or IV that this process has not handed out before.
+/// `N` random bytes for a nonce or IV; no byte of the buffer is handed out twice.
 pub(crate) fn random_nonce<const N: usize>() -> Result<[u8; N], CipherError> {
     let mut out = [0u8; N];
     let Some(generation) = atrest_ffi::fork_generation() else {
