@@ -80,6 +80,25 @@ const GO_STD_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPur
         .with_decode_allow_trailing_bits(true),
 );
 
+/// A random (version 4) UUID string from the OS CSPRNG (object uids, KMS call ids).
+pub fn random_uuid() -> String {
+    let mut b = [0u8; 16];
+    // An identifier, not key material: should the CSPRNG fail, the next key generation
+    // reports it; an all-zero UUID is still a valid string.
+    let _ = getrandom::fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
 /// The name of a key inside an `aescbc`, `aesgcm` or `secretbox` provider. It is written into
 /// every value as `<name>:`, so it is public; only the key bytes are secret.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::config::KmsConfig;
+pub(crate) use crate::key::random_uuid as new_uid;
 
 /// A failure talking to a KMS plugin. Messages come from the plugin or the transport, never
 /// from key material.
@@ -151,20 +152,16 @@ impl KmsConnector for NoKmsConnector {
     }
 }
 
-/// A random (version 4) UUID string, the `uid` upstream attaches to each KMS call.
-pub(crate) fn new_uid() -> String {
-    let mut b = [0u8; 16];
-    // A failing CSPRNG only degrades this correlation id, never key material.
-    let _ = getrandom::fill(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+/// Runs one plugin call with the provider's timeout, naming the provider when it expires.
+pub(crate) async fn with_timeout<T>(
+    name: &str,
+    timeout: std::time::Duration,
+    call: impl std::future::Future<Output = Result<T, KmsError>>,
+) -> Result<T, KmsError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| KmsError::Timeout {
+            name: name.to_string(),
+            timeout_ms: timeout.as_millis(),
+        })?
 }

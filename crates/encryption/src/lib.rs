@@ -21,7 +21,7 @@ pub use config::{ConfigError, EncryptionConfig, FieldError, ParseOptions};
 pub use error::{
     BuildError, CipherError, Operation, ProviderFailure, TransformError, TransformFailure,
 };
-pub use key::{InvalidBase64, Key, KeyName};
+pub use key::{random_uuid, InvalidBase64, Key, KeyName};
 pub use provider::{
     EncryptedObject, KmsV1Provider, KmsV2Provider, ProviderId, ProviderKind, ENCRYPTED_PREFIX,
 };

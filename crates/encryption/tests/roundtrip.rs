@@ -315,3 +315,56 @@ fn kms_without_a_client_fails_on_use_with_a_clear_error() {
         "{msg}"
     );
 }
+
+/// Values of the older KMS v2 construction (DEK source type 0: the plugin wraps a plaintext
+/// AES-256 key, data = nonce || AES-GCM) still read, and are stale (the writer uses the HKDF
+/// seed type). Built here from the format description with ring directly.
+#[test]
+fn kms_v2_legacy_aes_gcm_key_values_read_as_stale() {
+    use atrest_encryption::EncryptedObject;
+    use base64::Engine as _;
+    use prost::Message as _;
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+
+    let storage_key = b"/registry/secrets/legacy/type0";
+    let dek = [7u8; 32];
+    let nonce = [9u8; 12];
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &dek).unwrap());
+    let mut sealed = b"k8s\0legacy object".to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(&storage_key[..]),
+        &mut sealed,
+    )
+    .unwrap();
+    let mut data = nonce.to_vec();
+    data.extend_from_slice(&sealed);
+    let object = EncryptedObject {
+        encrypted_data: data,
+        key_id: "1".into(),
+        encrypted_dek_source: base64::engine::general_purpose::STANDARD
+            .encode(dek)
+            .into_bytes(),
+        annotations: Default::default(),
+        encrypted_dek_source_type: 0,
+    };
+    let mut stored = b"k8s:enc:kms:v2:plugin:".to_vec();
+    object.encode(&mut stored).unwrap();
+
+    let config = common::parse(&kms_v2());
+    let chain = ProviderChain::build(&config, &Base64Kms::connector()).unwrap();
+    let read = block_on(chain.for_resource(&secrets()).decrypt(&stored, storage_key)).unwrap();
+    assert_eq!(read.plaintext, b"k8s\0legacy object");
+    assert!(
+        read.stale,
+        "type 0 values are rewritten with the HKDF seed type"
+    );
+    assert_eq!(read.provider.kms_key_id.as_deref(), Some("1"));
+    // Its AAD binds it to its key like every GCM value.
+    assert!(block_on(
+        chain
+            .for_resource(&secrets())
+            .decrypt(&stored, b"/registry/secrets/legacy/other")
+    )
+    .is_err());
+}

@@ -78,6 +78,7 @@ mod wire;
 
 pub use error::CodecError;
 pub use json::{decode_json_storage, encode_json_storage};
+pub use time::{format_rfc3339, parse_rfc3339};
 
 use serde_json::Value;
 

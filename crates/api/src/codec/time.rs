@@ -66,7 +66,7 @@ impl Time {
         if self.is_zero() {
             return Ok(serde_json::Value::Null);
         }
-        Ok(serde_json::Value::String(format_rfc3339(
+        Ok(serde_json::Value::String(format_checked(
             self.unix_seconds,
             path,
         )?))
@@ -85,6 +85,19 @@ impl Time {
             other => Err(CodecError::invalid_field(path, "RFC 3339 string", other)),
         }
     }
+}
+
+/// Formats Unix seconds as `2006-01-02T15:04:05Z` (UTC, whole seconds).
+pub fn format_rfc3339(unix_seconds: i64) -> String {
+    let days = unix_seconds.div_euclid(86_400);
+    let second_of_day = unix_seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60
+    )
 }
 
 /// Days since 1970-01-01 for a proleptic Gregorian date.
@@ -117,7 +130,7 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
-fn format_rfc3339(unix_seconds: i64, path: &str) -> Result<String, CodecError> {
+fn format_checked(unix_seconds: i64, path: &str) -> Result<String, CodecError> {
     // Go's Time.MarshalJSON refuses years outside [0, 9999]; so do we.
     let year_zero_unix = days_from_civil(0, 1, 1) * 86_400;
     if !(year_zero_unix..YEAR_10000_UNIX).contains(&unix_seconds) {
@@ -126,20 +139,12 @@ fn format_rfc3339(unix_seconds: i64, path: &str) -> Result<String, CodecError> {
             unix_seconds,
         });
     }
-    let days = unix_seconds.div_euclid(86_400);
-    let second_of_day = unix_seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    Ok(format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60
-    ))
+    Ok(format_rfc3339(unix_seconds))
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` into Unix seconds
 /// (fraction dropped, i.e. rounded toward the past as Go's `Unix()` does).
-fn parse_rfc3339(text: &str) -> Option<i64> {
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
     let bytes = text.as_bytes();
     let digits = |range: std::ops::Range<usize>| -> Option<i64> {
         let part = bytes.get(range)?;
@@ -224,7 +229,7 @@ mod tests {
             ("2000-02-29T12:00:00Z", 951_825_600),
         ] {
             assert_eq!(parse_rfc3339(text), Some(seconds), "{text}");
-            assert_eq!(format_rfc3339(seconds, "t").unwrap(), text);
+            assert_eq!(format_checked(seconds, "t").unwrap(), text);
         }
     }
 
@@ -249,8 +254,8 @@ mod tests {
 
     #[test]
     fn rejects_years_json_cannot_show() {
-        assert!(format_rfc3339(YEAR_10000_UNIX, "t").is_err());
-        assert!(format_rfc3339(i64::MIN, "t").is_err());
-        assert!(format_rfc3339(i64::MAX, "t").is_err());
+        assert!(format_checked(YEAR_10000_UNIX, "t").is_err());
+        assert!(format_checked(i64::MIN, "t").is_err());
+        assert!(format_checked(i64::MAX, "t").is_err());
     }
 }

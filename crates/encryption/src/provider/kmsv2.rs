@@ -286,12 +286,7 @@ impl KmsV2Provider {
         &self,
         fut: impl std::future::Future<Output = Result<T, KmsError>>,
     ) -> Result<T, KmsError> {
-        tokio::time::timeout(self.timeout, fut)
-            .await
-            .map_err(|_| KmsError::Timeout {
-                name: self.name.clone(),
-                timeout_ms: self.timeout.as_millis(),
-            })?
+        crate::kms::with_timeout(&self.name, self.timeout, fut).await
     }
 
     fn invalid(&self, message: impl Into<String>) -> KmsError {
