@@ -1,21 +1,14 @@
 //! The offline commands, run as a user runs them.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+
+use atrest_testkit::run_with_input;
 
 fn atrest(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    run_with_input(Command::new(env!("CARGO_BIN_EXE_atrest")).args(args), stdin)
 }
 
 fn stderr(o: &Output) -> String {
@@ -271,16 +264,7 @@ fn crosscheck(args: &[&str], stdin: &[u8]) -> Output {
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/interop/crosscheck.py"
     );
-    let mut child = Command::new("python3")
-        .arg(script)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    run_with_input(Command::new("python3").arg(script).args(args), stdin)
 }
 
 /// atrest's values decrypt with an independent implementation, and the other way round.

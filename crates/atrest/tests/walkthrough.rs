@@ -4,10 +4,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use atrest_testkit::etcd::EtcdCluster;
-use atrest_testkit::{contains, etcdctl_get, AtrestServer};
+use atrest_testkit::{contains, etcdctl_get, run_with_input, AtrestServer};
 
 fn atrest_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_atrest"))
@@ -46,18 +46,13 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// `atrest decrypt` of stored bytes: (plaintext, stderr report).
 fn decrypt(config: &Path, key: &str, stored: &[u8]) -> (Vec<u8>, String) {
-    let mut child = Command::new(atrest_bin())
-        .args(["decrypt", "--encryption-provider-config"])
-        .arg(config)
-        .args(["--key", key])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(stored).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_input(
+        Command::new(atrest_bin())
+            .args(["decrypt", "--encryption-provider-config"])
+            .arg(config)
+            .args(["--key", key]),
+        stored,
+    );
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "atrest decrypt {key}: {err}");
     (out.stdout, err)

@@ -238,6 +238,15 @@ impl Api {
         }
     }
 
+    /// A written CRD changes the served resources at once (other servers follow through
+    /// their CRD watch).
+    async fn after_write(&self, res: &ResourceInfo) -> Result<(), ApiError> {
+        if res.builtin == Some(Builtin::CustomResourceDefinition) {
+            self.reload_crds().await?;
+        }
+        Ok(())
+    }
+
     async fn existing(
         &self,
         res: &ResourceInfo,
@@ -310,9 +319,7 @@ impl Api {
             .objects
             .create(res, path.namespace.as_deref(), &name, object)
             .await?;
-        if res.builtin == Some(Builtin::CustomResourceDefinition) {
-            self.reload_crds().await?;
-        }
+        self.after_write(res).await?;
         Ok(created)
     }
 
@@ -329,9 +336,7 @@ impl Api {
         let object = bodies::normalize(res, object)?;
         bodies::validate(res, &object, Some(&existing.object))?;
         let updated = self.objects.update(res, existing, object).await?;
-        if res.builtin == Some(Builtin::CustomResourceDefinition) {
-            self.reload_crds().await?;
-        }
+        self.after_write(res).await?;
         Ok(updated)
     }
 
@@ -464,9 +469,7 @@ impl Api {
             .objects
             .delete_raw(res, key.as_bytes(), Some(existing.mod_revision), name)
             .await?;
-        if res.builtin == Some(Builtin::CustomResourceDefinition) {
-            self.reload_crds().await?;
-        }
+        self.after_write(res).await?;
         let mut object = existing.object;
         set_resource_version(&mut object, revision);
         Ok(object)

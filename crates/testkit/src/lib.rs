@@ -27,6 +27,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `command` with `input` on its standard input and captures its output.
+pub fn run_with_input(command: &mut Command, input: &[u8]) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// A running `atrest serve`.
 #[derive(Debug)]
 pub struct AtrestServer {
@@ -171,19 +183,14 @@ impl Kubectl {
     }
 
     pub fn run_with_input(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = Command::new(KUBECTL)
+        let mut command = Command::new(KUBECTL);
+        command
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--cache-dir")
             .arg(&self.cache_dir)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        child.wait_with_output().unwrap()
+            .args(args);
+        run_with_input(&mut command, input)
     }
 
     /// Runs and requires success; returns stdout.
