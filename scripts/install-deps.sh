@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Installs what atrest's build and tests need on a Debian machine: etcd (server and etcdctl,
-# for the store and end-to-end tests), protoc (etcd-client's build), libsodium and pkg-config
-# (the secretbox benchmark baseline), and Python's cryptography + PyNaCl (the independent
-# cross-check under tests/interop). Safe to run again: it installs only what is missing.
+# Installs what atrest's build and tests need on a Debian machine. Build: protoc (etcd-client's
+# build), libsodium and pkg-config (secretbox). Tests: etcd (server and etcdctl), openssl and
+# curl, Python's cryptography + PyNaCl (the independent cross-check under tests/interop).
+# Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 need_apt=()
