@@ -340,7 +340,7 @@ fn authentication_health_and_startup_failures() {
     let tokens = write(
         dir.path(),
         "tokens.csv",
-        "s3cr3t-token,alice,u-1,\"devs,ops\"\n",
+        "s3cr3t-token,alice,u-1,\"devs,system:masters\"\nbob-token,bob,u-2,devs\n",
     );
     let data = dir.path().join("data");
     let server = AtrestServer::start(
@@ -376,6 +376,19 @@ fn authentication_health_and_startup_failures() {
         anonymous_get(&server, "/api/v1/namespaces/default/secrets", Some("wrong")).0,
         401
     );
+    // Authorization: outside system:masters, only discovery and health are allowed.
+    let (code, body) = anonymous_get(
+        &server,
+        "/api/v1/namespaces/default/secrets",
+        Some("bob-token"),
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains(r#"secrets is forbidden: User \"bob\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\""#),
+        "{body}"
+    );
+    assert_eq!(anonymous_get(&server, "/api/v1", Some("bob-token")).0, 200);
+    assert_eq!(anonymous_get(&server, "/metrics", Some("bob-token")).0, 403);
     let with_token = Command::new(KUBECTL)
         .args([
             "--kubeconfig",

@@ -18,9 +18,10 @@ use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use atrest_api::authn::{is_public_path, AuthOutcome, Authenticator};
+use atrest_api::authn::{is_public_path, AuthOutcome, Authenticator, UserInfo};
 
 use crate::api::{Accept, Api, Reply};
+use crate::authz;
 use crate::discovery;
 use crate::request::{parse_path, Query, Target};
 use crate::status::ApiError;
@@ -191,7 +192,8 @@ impl HttpServer {
             AuthOutcome::Anonymous if !is_public_path(&path) => {
                 error_response(&ApiError::unauthorized())
             }
-            _ => self.route(req).await,
+            AuthOutcome::Authenticated(user) => self.route(req, Some(user)).await,
+            AuthOutcome::Anonymous => self.route(req, None).await,
         };
         let verb = method.as_str().to_string();
         self.api.objects.metrics.inc(
@@ -210,11 +212,21 @@ impl HttpServer {
         response
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+    /// `user`: `None` only for public paths (health, version).
+    async fn route(&self, req: Request<Incoming>, user: Option<UserInfo>) -> Response<Body> {
         let path = req.uri().path().to_string();
         let method = req.method().clone();
+        let superuser = user.as_ref().is_some_and(authz::is_superuser);
         match path.as_str() {
             "/version" => return json_response(200, &discovery::version()),
+            "/metrics" if !superuser => {
+                let user = user.unwrap_or_else(|| UserInfo {
+                    name: "system:anonymous".into(),
+                    uid: String::new(),
+                    groups: Vec::new(),
+                });
+                return error_response(&authz::forbidden_path(&user, "get", &path));
+            }
             "/metrics" => {
                 return text_response(
                     200,
@@ -296,6 +308,16 @@ impl HttpServer {
                     Ok(q) => q,
                     Err(e) => return error_response(&e),
                 };
+                if !superuser {
+                    let Some(user) = &user else {
+                        return error_response(&ApiError::unauthorized());
+                    };
+                    return error_response(&authz::forbidden(
+                        user,
+                        authz::verb(&method, &rp, &query),
+                        &rp,
+                    ));
+                }
                 let content_type = req
                     .headers()
                     .get(header::CONTENT_TYPE)

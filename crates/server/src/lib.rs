@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod authz;
 pub mod bodies;
 pub mod defaults;
 pub mod discovery;
