@@ -523,6 +523,23 @@ fn automatic_reload_and_unreadable_objects() {
         "eQ==",
         "old key still reads"
     );
+    // The heartbeat publishes the configuration now in force.
+    let new_hash = atrest_encryption::config::config_hash(&std::fs::read(&cfg).unwrap());
+    wait_for(|| {
+        let out = Command::new(atrest_testkit::ETCDCTL)
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &servers,
+                "get",
+                "--prefix",
+                "/atrest/servers/",
+                "--print-value-only",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&new_hash)
+    });
 
     // A broken file is refused; the configuration in force stays.
     std::fs::write(

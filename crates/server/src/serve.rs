@@ -203,12 +203,14 @@ pub async fn run(
     // Background tasks.
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(watch_crds(api.clone())));
+    // The hash of the configuration in force, shared by the reload loop (which changes it)
+    // and the heartbeat (which publishes it).
+    let hash_cell = Arc::new(std::sync::Mutex::new(loaded.hash.clone()));
     tasks.push(tokio::spawn(heartbeat(
         store.clone(),
         server_id.clone(),
-        chain_hash_source(loaded.hash.clone()),
+        hash_cell.clone(),
     )));
-    let hash_cell = Arc::new(std::sync::Mutex::new(loaded.hash.clone()));
     if options.automatic_reload {
         tasks.push(tokio::spawn(reload_loop(
             config_path.clone(),
@@ -276,10 +278,6 @@ pub async fn run(
     Ok(())
 }
 
-fn chain_hash_source(initial: String) -> String {
-    initial
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|s| s.trim().to_string())
@@ -332,9 +330,13 @@ async fn watch_crds(api: Arc<Api>) {
 }
 
 /// Publishes `{id, configHash, heartbeat}` under a lease, so operations can tell which
-/// servers are live and what they have loaded.
-async fn heartbeat(store: Arc<dyn Store>, server_id: String, hash: String) {
+/// servers are live and what they have loaded; the record is rewritten when the loaded
+/// configuration changes.
+async fn heartbeat(store: Arc<dyn Store>, server_id: String, hash: Arc<std::sync::Mutex<String>>) {
     let key = format!("{SERVERS_PREFIX}{server_id}");
+    let current = || hash.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let record =
+        |h: &str| json!({"id": server_id, "configHash": h, "heartbeat": unix_now()}).to_string();
     loop {
         let lease = match store.grant_lease(HEARTBEAT_TTL).await {
             Ok(l) => l,
@@ -344,20 +346,47 @@ async fn heartbeat(store: Arc<dyn Store>, server_id: String, hash: String) {
                 continue;
             }
         };
-        let value =
-            json!({"id": server_id, "configHash": hash, "heartbeat": unix_now()}).to_string();
-        if let Err(e) = store
-            .create(key.as_bytes(), value.as_bytes(), Some(lease))
+        let mut published = current();
+        let mut revision = match store
+            .create(key.as_bytes(), record(&published).as_bytes(), Some(lease))
             .await
         {
-            tracing::warn!(error = %e, "publishing heartbeat");
-        }
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing heartbeat");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
         loop {
             tokio::time::sleep(HEARTBEAT_TTL / 3).await;
             if store.keep_alive(lease).await.is_err() {
                 break;
             }
+            let now = current();
+            if now != published {
+                match store
+                    .update(
+                        key.as_bytes(),
+                        record(&now).as_bytes(),
+                        revision,
+                        Some(lease),
+                    )
+                    .await
+                {
+                    Ok(r) => {
+                        revision = r;
+                        published = now;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "updating heartbeat");
+                        break;
+                    }
+                }
+            }
         }
+        // Start over with a fresh lease; the old record expires with the old lease.
+        let _ = store.revoke_lease(lease).await;
     }
 }
 
