@@ -32,7 +32,16 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 #[test]
 fn everyday_kubectl_against_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();
-    let server = AtrestServer::start(&atrest_bin(), &dir.path().join("data"), &[]);
+    let server = AtrestServer::start(
+        &atrest_bin(),
+        &dir.path().join("data"),
+        &[
+            "--compaction-keep-revisions",
+            "50",
+            "--compaction-keep-seconds",
+            "60",
+        ],
+    );
     let k = server.kubectl();
 
     // Default namespaces exist from the first start; the generated config encrypts secrets.

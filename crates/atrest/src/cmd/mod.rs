@@ -100,6 +100,21 @@ pub struct StoreArgs {
     /// Client key for etcd.
     #[arg(long = "etcd-keyfile", value_name = "FILE")]
     pub etcd_keyfile: Option<PathBuf>,
+    /// Embedded store: history kept by automatic compaction, in revisions (the latest N are
+    /// always kept). Compacted old values, plaintext included, are removed from the file.
+    #[arg(
+        long = "compaction-keep-revisions",
+        default_value = "1000",
+        value_name = "N"
+    )]
+    pub compaction_keep_revisions: i64,
+    /// Embedded store: history younger than this is kept too.
+    #[arg(
+        long = "compaction-keep-seconds",
+        default_value = "300",
+        value_name = "SECONDS"
+    )]
+    pub compaction_keep_seconds: u64,
 }
 
 impl StoreArgs {
@@ -108,7 +123,11 @@ impl StoreArgs {
     pub fn config(&self, compaction: bool) -> Result<atrest_store::StoreConfig, Failure> {
         if self.etcd_servers.is_empty() {
             let policy = if compaction {
-                atrest_store::CompactionPolicy::default()
+                atrest_store::CompactionPolicy {
+                    keep_revisions: self.compaction_keep_revisions.max(1),
+                    keep_duration: std::time::Duration::from_secs(self.compaction_keep_seconds),
+                    ..atrest_store::CompactionPolicy::default()
+                }
             } else {
                 atrest_store::CompactionPolicy::disabled()
             };
