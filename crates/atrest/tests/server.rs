@@ -321,6 +321,10 @@ fn everyday_kubectl_against_the_embedded_store() {
     assert!(metrics.contains("apiserver_storage_transformation_duration_seconds_bucket"));
     assert!(metrics.contains("apiserver_encryption_config_controller_last_config_info{"));
     assert!(metrics.contains("apiserver_request_total{"));
+    assert!(
+        metrics.contains("atrest_store_compaction_failures_total 0"),
+        "{metrics}"
+    );
     assert!(server.stop().success());
 }
 

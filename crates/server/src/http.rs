@@ -67,6 +67,20 @@ fn json_response(code: u16, value: &Value) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(full("")))
 }
 
+/// The store's own counters (compaction of the embedded store: a failure count that keeps
+/// growing means old values, possibly plaintext, are not being removed).
+fn store_metrics(m: &atrest_store::StoreMetrics) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    format!(
+        "# HELP atrest_store_compactions_total Successful compactions of the store.\n# TYPE atrest_store_compactions_total counter\natrest_store_compactions_total {}\n\
+         # HELP atrest_store_compaction_failures_total Failed compactions (or post-compaction scrubs) of the store.\n# TYPE atrest_store_compaction_failures_total counter\natrest_store_compaction_failures_total {}\n\
+         # HELP atrest_store_compacted_revision The latest revision compacted by this process.\n# TYPE atrest_store_compacted_revision gauge\natrest_store_compacted_revision {}\n",
+        m.compactions.load(Relaxed),
+        m.compaction_failures.load(Relaxed),
+        m.compacted_revision.load(Relaxed)
+    )
+}
+
 /// An object in protobuf when the client asked for it and its kind has a protobuf codec;
 /// JSON otherwise (clients list JSON as their fallback).
 fn object_response(code: u16, value: &Value) -> Response<Body> {
@@ -228,11 +242,9 @@ impl HttpServer {
                 return error_response(&authz::forbidden_path(&user, "get", &path));
             }
             "/metrics" => {
-                return text_response(
-                    200,
-                    self.api.objects.metrics.render(),
-                    "text/plain; version=0.0.4",
-                )
+                let mut text = self.api.objects.metrics.render();
+                text.push_str(&store_metrics(&self.api.objects.store.metrics()));
+                return text_response(200, text, "text/plain; version=0.0.4");
             }
             "/openapi/v3" => {
                 return json_response(200, &discovery::openapi_index(&self.api.registry()))
