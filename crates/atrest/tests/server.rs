@@ -745,3 +745,203 @@ fn json_storage_media_type() {
     );
     assert!(!text.contains("resourceVersion"), "{text}");
 }
+
+/// `curl` with the admin token: (status code, body).
+fn admin_request(
+    server: &AtrestServer,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let token = std::fs::read_to_string(server.data_dir.join("admin.token")).unwrap();
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-X", method, "--cacert"])
+        .arg(server.data_dir.join("pki/ca.crt"))
+        .args(["-H", &format!("Authorization: Bearer {}", token.trim())])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-w",
+            "\n%{http_code}",
+        ]);
+    if let Some(b) = body {
+        cmd.args(["--data-binary", b]);
+    }
+    let out = cmd
+        .arg(format!("https://127.0.0.1:{}{path}", server.port))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+#[test]
+fn dry_runs_namespaces_status_watch_selectors_and_crd_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = AtrestServer::start(&atrest_bin(), &dir.path().join("data"), &[]);
+    let k = server.kubectl();
+    k.ok(&["create", "namespace", "t1"]);
+    k.ok(&[
+        "-n",
+        "t1",
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "--from-literal=a=b",
+    ]);
+
+    // Server-side dry runs write nothing.
+    k.ok(&["-n", "t1", "delete", "secret", "s1", "--dry-run=server"]);
+    k.ok(&["-n", "t1", "get", "secret", "s1"]);
+    let cm =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: t1}\ndata: {k: \"1\"}\n";
+    k.ok_with_input(&["apply", "-f", "-"], cm.as_bytes());
+    k.ok_with_input(
+        &["apply", "--dry-run=server", "-f", "-"],
+        cm.replace("\"1\"", "\"2\"").as_bytes(),
+    );
+    assert_eq!(
+        k.ok(&["-n", "t1", "get", "cm", "c", "-o", "jsonpath={.data.k}"]),
+        "1"
+    );
+    k.ok(&["delete", "namespace", "t1", "--dry-run=server"]);
+    k.ok(&["-n", "t1", "get", "secret", "s1"]);
+    let (code, _) = admin_request(
+        &server,
+        "DELETE",
+        "/api/v1/namespaces/t1/secrets/s1?dryRun=Sometimes",
+        None,
+    );
+    assert_eq!(code, 400);
+
+    // Protected namespaces cannot be deleted.
+    let e = k.fails(&["delete", "namespace", "default"]);
+    assert!(e.contains("this namespace may not be deleted"), "{e}");
+
+    // Strict field validation applies to replace too.
+    let mut obj = k.json(&["-n", "t1", "get", "cm", "c"]);
+    obj["datta"] = serde_json::json!({});
+    let out = k.run_with_input(&["replace", "-f", "-"], obj.to_string().as_bytes());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown field \"datta\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A Namespace whose spec is not an object is a 400, not a dropped connection.
+    let (code, body) = admin_request(
+        &server,
+        "POST",
+        "/api/v1/namespaces",
+        Some(r#"{"metadata":{"name":"p1"},"spec":1}"#),
+    );
+    assert_eq!(code, 400, "{body}");
+
+    // Status updates check the resourceVersion the client read.
+    let ns = k.json(&["get", "namespace", "t1"]);
+    k.ok(&["label", "namespace", "t1", "x=y"]);
+    let (code, body) = admin_request(
+        &server,
+        "PUT",
+        "/api/v1/namespaces/t1/status",
+        Some(&ns.to_string()),
+    );
+    assert_eq!(code, 409, "{body}");
+    let (code, _) = admin_request(
+        &server,
+        "GET",
+        "/api/v1/namespaces/t1/secrets/s1/status",
+        None,
+    );
+    assert_eq!(code, 404, "secrets have no status subresource");
+
+    // A watch with a label selector sees objects leave (DELETED) and enter (ADDED) it.
+    k.ok(&["-n", "t1", "label", "secret", "s1", "app=web"]);
+    let watch_out = dir.path().join("watch.out");
+    let mut watch = Command::new(KUBECTL)
+        .args([
+            "--kubeconfig",
+            server.kubeconfig().to_str().unwrap(),
+            "--cache-dir",
+            dir.path().join("wc").to_str().unwrap(),
+        ])
+        .args([
+            "-n",
+            "t1",
+            "get",
+            "secrets",
+            "-l",
+            "app=web",
+            "-w",
+            "--output-watch-events",
+        ])
+        .stdout(std::fs::File::create(&watch_out).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for(|| {
+        std::fs::read_to_string(&watch_out)
+            .unwrap_or_default()
+            .contains("ADDED")
+    });
+    k.ok(&["-n", "t1", "label", "secret", "s1", "app=db", "--overwrite"]);
+    wait_for(|| {
+        std::fs::read_to_string(&watch_out)
+            .unwrap_or_default()
+            .contains("DELETED")
+    });
+    k.ok(&[
+        "-n",
+        "t1",
+        "label",
+        "secret",
+        "s1",
+        "app=web",
+        "--overwrite",
+    ]);
+    wait_for(|| {
+        std::fs::read_to_string(&watch_out)
+            .unwrap_or_default()
+            .matches("ADDED")
+            .count()
+            == 2
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    // CRD rules: the group needs a dot (else custom resources could land in a built-in
+    // resource's keys, unencrypted), and the scope cannot change.
+    let crd = |group: &str, scope: &str| {
+        format!("apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: ns9.{group}\nspec:\n  group: {group}\n  scope: {scope}\n  names: {{plural: ns9, singular: nine, kind: Nine}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n")
+    };
+    let out = k.run_with_input(&["apply", "-f", "-"], crd("secrets", "Cluster").as_bytes());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("should be a domain with at least one dot"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    k.ok_with_input(
+        &["apply", "-f", "-"],
+        crd("example.com", "Namespaced").as_bytes(),
+    );
+    let out = k.run_with_input(
+        &["apply", "-f", "-"],
+        crd("example.com", "Cluster").as_bytes(),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("spec.scope"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Deleting a namespace removes its contents, and the namespace is gone.
+    k.ok(&["delete", "namespace", "t1"]);
+    assert!(k.fails(&["get", "namespace", "t1"]).contains("not found"));
+    k.ok(&["create", "namespace", "t1"]);
+    assert_eq!(
+        k.ok(&["-n", "t1", "get", "secrets", "-o", "name"]).trim(),
+        ""
+    );
+    assert!(server.stop().success());
+}

@@ -31,7 +31,9 @@ pub const MAX_DATA_BYTES: usize = 1024 * 1024;
 #[derive(Debug)]
 pub struct Api {
     pub objects: ObjectStore,
-    registry: RwLock<Arc<Registry>>,
+    /// The served resources and the store revision of the CRD list they were built from
+    /// (an older list never replaces a newer one).
+    registry: RwLock<(i64, Arc<Registry>)>,
     builtin_encoding: StorageEncoding,
     /// Set when the server shuts down: open watches end so that shutdown does not wait for
     /// them (clients re-establish them elsewhere, as they do with kube-apiserver).
@@ -82,7 +84,7 @@ impl Api {
     pub fn new(objects: ObjectStore, builtin_encoding: StorageEncoding) -> Self {
         Api {
             objects,
-            registry: RwLock::new(Arc::new(Registry::builtin(builtin_encoding))),
+            registry: RwLock::new((0, Arc::new(Registry::builtin(builtin_encoding)))),
             builtin_encoding,
             stopping: tokio::sync::watch::Sender::new(false),
         }
@@ -97,20 +99,28 @@ impl Api {
         self.registry
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .1
             .clone()
     }
 
-    /// Re-reads every CRD from the store and rebuilds the served resources.
-    pub async fn reload_crds(&self) -> Result<(), ApiError> {
+    /// Re-reads every CRD from the store and rebuilds the served resources. Returns the
+    /// revision the CRDs were read at, so a watch can continue from exactly there.
+    pub async fn reload_crds(&self) -> Result<i64, ApiError> {
         let base = Registry::builtin(self.builtin_encoding);
         let Some(crd_res) = base.find("apiextensions.k8s.io", "customresourcedefinitions") else {
             return Err(ApiError::internal("the CRD resource is not registered"));
         };
         let page = self.objects.list(&crd_res, None, None, 0, None).await?;
+        for (key, _, e) in &page.failures {
+            tracing::error!(key = %String::from_utf8_lossy(key), error = %e, "a CustomResourceDefinition cannot be read; its resources are not served");
+        }
         let crds: Vec<Value> = page.items.into_iter().map(|o| o.object).collect();
         let registry = base.with_crds(crds.iter());
-        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
-        Ok(())
+        let mut current = self.registry.write().unwrap_or_else(|p| p.into_inner());
+        if page.revision >= current.0 {
+            *current = (page.revision, Arc::new(registry));
+        }
+        Ok(page.revision)
     }
 
     /// Creates the default namespaces that do not exist yet (safe beside other servers).
@@ -162,10 +172,11 @@ impl Api {
         let res = self.resource(path)?;
         if path.subresource.is_some() {
             return self
-                .subresource(method, &res, path, content_type, body)
+                .subresource(method, &res, path, query, content_type, body)
                 .await;
         }
         let ns = path.namespace.as_deref();
+        let dry = dry_run(query.get("dryRun"))?;
         if res.namespaced && ns.is_none() && path.name.is_some() {
             return Err(ApiError::new(
                 404,
@@ -181,23 +192,23 @@ impl Api {
                 .await
                 .map(|l| Reply::Json(200, l)),
             ("POST", None) => self
-                .create(&res, path, query, content_type, &body)
+                .create(&res, path, query, content_type, &body, dry)
                 .await
                 .map(|o| Reply::Json(201, o)),
             ("PUT", Some(name)) => self
-                .update(&res, path, name, content_type, &body)
+                .update(&res, path, query, name, content_type, &body, dry)
                 .await
                 .map(|o| Reply::Json(200, o)),
             ("PATCH", Some(name)) => self
-                .patch(&res, path, name, content_type, &body)
+                .patch(&res, path, query, name, content_type, &body, dry)
                 .await
                 .map(|o| Reply::Json(200, o)),
             ("DELETE", Some(name)) => self
-                .delete(&res, ns, name, &body)
+                .delete(&res, ns, name, &body, dry)
                 .await
                 .map(|o| Reply::Json(200, o)),
             ("DELETE", None) => self
-                .delete_collection(&res, ns, query)
+                .delete_collection(&res, ns, query, dry)
                 .await
                 .map(|o| Reply::Json(200, o)),
             (m, _) => Err(ApiError::method_not_allowed(format!(
@@ -211,22 +222,30 @@ impl Api {
         method: &http::Method,
         res: &ResourceInfo,
         path: &ResourcePath,
+        query: &Query,
         content_type: &str,
         body: Bytes,
     ) -> Result<Reply, ApiError> {
         let sub = path.subresource.as_deref().unwrap_or("");
         let name = path.name.as_deref().unwrap_or("");
         let ns = path.namespace.as_deref();
+        // Only namespaces and custom resources have a status subresource here.
+        let has_status = res.builtin.is_none() || res.builtin == Some(Builtin::Namespace);
         match (sub, method.as_str()) {
-            ("status", "GET") => self.get(res, ns, name).await.map(|o| Reply::Json(200, o)),
-            ("status", "PUT") => {
-                // Status updates change only `status`.
+            ("status", "GET") if has_status => {
+                self.get(res, ns, name).await.map(|o| Reply::Json(200, o))
+            }
+            ("status", "PUT") if has_status => {
+                let dry = dry_run(query.get("dryRun"))?;
                 let incoming = bodies::decode(content_type, &body)?;
                 let existing = self.existing(res, ns, name).await?;
+                check_resource_version(&incoming, &existing, res, name)?;
+                // A status update changes only `status`.
                 let mut object = existing.object.clone();
-                object["status"] = incoming.get("status").cloned().unwrap_or(Value::Null);
-                self.objects
-                    .update(res, &existing, object)
+                if let Some(status) = incoming.get("status") {
+                    object["status"] = status.clone();
+                }
+                self.write_update(res, &existing, object, dry)
                     .await
                     .map(|o| Reply::Json(200, o))
             }
@@ -301,6 +320,7 @@ impl Api {
         query: &Query,
         content_type: &str,
         body: &[u8],
+        dry: bool,
     ) -> Result<Value, ApiError> {
         let mut object = bodies::decode(content_type, body)?;
         defaults::check_type(&mut object, res, &path.version)?;
@@ -312,7 +332,7 @@ impl Api {
         defaults::apply_defaults(&mut object, res)?;
         let object = bodies::normalize(res, object)?;
         bodies::validate(res, &object, None)?;
-        if query.get("dryRun").is_some() {
+        if dry {
             return Ok(object);
         }
         let created = self
@@ -324,33 +344,45 @@ impl Api {
     }
 
     /// Writes `object` over `existing` after the update rules (carried-over metadata,
-    /// defaults, validation).
+    /// defaults, validation); with `dry`, everything but the write.
     async fn write_update(
         &self,
         res: &ResourceInfo,
         existing: &StoredObject,
         mut object: Value,
+        dry: bool,
     ) -> Result<Value, ApiError> {
         defaults::prepare_update(&mut object, &existing.object, res)?;
         defaults::apply_defaults(&mut object, res)?;
+        if res.builtin == Some(Builtin::CustomResourceDefinition) {
+            defaults::carry_stored_versions(&mut object, &existing.object);
+        }
         let object = bodies::normalize(res, object)?;
         bodies::validate(res, &object, Some(&existing.object))?;
+        if dry {
+            let mut object = object;
+            set_resource_version(&mut object, existing.mod_revision);
+            return Ok(object);
+        }
         let updated = self.objects.update(res, existing, object).await?;
         self.after_write(res).await?;
         Ok(updated)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn update(
         &self,
         res: &ResourceInfo,
         path: &ResourcePath,
+        query: &Query,
         name: &str,
         content_type: &str,
         body: &[u8],
+        dry: bool,
     ) -> Result<Value, ApiError> {
         let mut object = bodies::decode(content_type, body)?;
         defaults::check_type(&mut object, res, &path.version)?;
-        bodies::check_fields(res, &object, &Query::default())?;
+        bodies::check_fields(res, &object, query)?;
         defaults::check_namespace(&mut object, res, path.namespace.as_deref())?;
         if object_name(&object) != name {
             return Err(ApiError::bad_request(format!(
@@ -359,43 +391,33 @@ impl Api {
             )));
         }
         let existing = self.existing(res, path.namespace.as_deref(), name).await?;
-        let wanted_rv = object
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        if !wanted_rv.is_empty() && wanted_rv != existing.mod_revision.to_string() {
-            return Err(ApiError::conflict(&res.group, &res.plural, name));
-        }
-        self.write_update(res, &existing, object).await
+        check_resource_version(&object, &existing, res, name)?;
+        self.write_update(res, &existing, object, dry).await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn patch(
         &self,
         res: &ResourceInfo,
         path: &ResourcePath,
+        query: &Query,
         name: &str,
         content_type: &str,
         body: &[u8],
+        dry: bool,
     ) -> Result<Value, ApiError> {
         let mut last_conflict = None;
         for _ in 0..PATCH_RETRIES {
             let existing = self.existing(res, path.namespace.as_deref(), name).await?;
             let mut patched = bodies::apply_patch(res, content_type, &existing.object, body)?;
             defaults::check_type(&mut patched, res, &path.version)?;
+            bodies::check_fields(res, &patched, query)?;
             defaults::check_namespace(&mut patched, res, path.namespace.as_deref())?;
             if object_name(&patched) != name {
                 return Err(ApiError::bad_request("the patch changes the object's name"));
             }
-            let patched_rv = patched
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            if !patched_rv.is_empty() && patched_rv != existing.mod_revision.to_string() {
-                return Err(ApiError::conflict(&res.group, &res.plural, name));
-            }
-            match self.write_update(res, &existing, patched).await {
+            check_resource_version(&patched, &existing, res, name)?;
+            match self.write_update(res, &existing, patched, dry).await {
                 // A concurrent write won the compare-and-swap: re-read and re-apply.
                 Err(e) if e.reason == "Conflict" => last_conflict = Some(e),
                 other => return other,
@@ -410,6 +432,7 @@ impl Api {
         ns: Option<&str>,
         name: &str,
         body: &[u8],
+        dry: bool,
     ) -> Result<Value, ApiError> {
         let options: Value = if body.iter().all(u8::is_ascii_whitespace) {
             json!({})
@@ -417,12 +440,24 @@ impl Api {
             serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
         };
+        let dry = dry || options_dry_run(&options)?;
+        if res.builtin == Some(Builtin::Namespace) && PROTECTED_NAMESPACES.contains(&name) {
+            return Err(ApiError::forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            )));
+        }
         let key = self.objects.key(res, ns, name)?;
-        let existing = match self.objects.get(res, ns, name).await {
-            Ok(Some(o)) => o,
-            Ok(None) => return Err(ApiError::not_found(&res.group, &res.plural, name)),
-            // KEP-3926: an object that cannot be decrypted or decoded can still be removed
-            // when the client says it accepts the risk.
+        let kv = self
+            .objects
+            .store
+            .get(key.as_bytes())
+            .await
+            .map_err(|e| crate::objects::store_error(e, res, name))?
+            .ok_or_else(|| ApiError::not_found(&res.group, &res.plural, name))?;
+        let existing = match self.objects.decode(res, &kv).await {
+            Ok(o) => o,
+            // KEP-3926: a value that cannot be decrypted or decoded can still be removed when
+            // the client says it accepts the risk (only then, and only for that reason).
             Err(e)
                 if options
                     .get("ignoreStoreReadErrorWithClusterBreakingPotential")
@@ -430,9 +465,15 @@ impl Api {
                     == Some(true) =>
             {
                 tracing::warn!(key = key.as_str(), error = %e, "deleting an unreadable object on request (ignoreStoreReadErrorWithClusterBreakingPotential)");
-                self.objects
-                    .delete_raw(res, key.as_bytes(), None, name)
-                    .await?;
+                if !dry {
+                    self.objects
+                        .delete_raw(res, key.as_bytes(), Some(kv.mod_revision), name)
+                        .await?;
+                    if res.builtin == Some(Builtin::Namespace) {
+                        self.empty_namespace(name).await?;
+                    }
+                    self.after_write(res).await?;
+                }
                 return Ok(status::success(name, &res.group, &res.plural, None));
             }
             Err(e) => return Err(e),
@@ -458,25 +499,72 @@ impl Api {
                 return Err(ApiError::conflict(&res.group, &res.plural, name));
             }
         }
-        match res.builtin {
-            Some(Builtin::Namespace) => self.empty_namespace(name).await?,
-            Some(Builtin::CustomResourceDefinition) => {
-                self.delete_custom_resources(&existing.object).await?
-            }
-            _ => {}
+        if dry {
+            return Ok(existing.object);
         }
-        let revision = self
-            .objects
-            .delete_raw(res, key.as_bytes(), Some(existing.mod_revision), name)
-            .await?;
+        let revision = match res.builtin {
+            Some(Builtin::Namespace) => self.delete_namespace(res, &existing, name).await?,
+            Some(Builtin::CustomResourceDefinition) => {
+                self.delete_custom_resources(&existing.object).await?;
+                self.objects
+                    .delete_raw(res, key.as_bytes(), Some(existing.mod_revision), name)
+                    .await?
+            }
+            _ => {
+                self.objects
+                    .delete_raw(res, key.as_bytes(), Some(existing.mod_revision), name)
+                    .await?
+            }
+        };
         self.after_write(res).await?;
         let mut object = existing.object;
         set_resource_version(&mut object, revision);
         Ok(object)
     }
 
-    /// Deleting a namespace removes everything it holds (done synchronously here, where
-    /// upstream's namespace controller does it in the background).
+    /// Deleting a namespace: mark it Terminating (new content is refused from then on),
+    /// remove what it holds, delete it with the revision of the Terminating write (so a
+    /// concurrent change fails the delete rather than being lost), and sweep once more for
+    /// anything created while the Terminating mark was being written. Synchronous, where
+    /// upstream's namespace controller works in the background.
+    async fn delete_namespace(
+        &self,
+        res: &ResourceInfo,
+        existing: &StoredObject,
+        name: &str,
+    ) -> Result<i64, ApiError> {
+        let mut terminating = existing.object.clone();
+        if let Some(meta) = terminating
+            .get_mut("metadata")
+            .and_then(Value::as_object_mut)
+        {
+            meta.insert("deletionTimestamp".into(), json!(defaults::now_rfc3339()));
+        }
+        if let Some(obj) = terminating.as_object_mut() {
+            let status = obj.entry("status").or_insert_with(|| json!({}));
+            if let Some(status) = status.as_object_mut() {
+                status.insert("phase".into(), json!("Terminating"));
+            }
+        }
+        let marked = self.objects.update(res, existing, terminating).await?;
+        let marked_revision = marked
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| {
+                ApiError::internal("the Terminating namespace has no resourceVersion")
+            })?;
+        self.empty_namespace(name).await?;
+        let key = self.objects.key(res, None, name)?;
+        let revision = self
+            .objects
+            .delete_raw(res, key.as_bytes(), Some(marked_revision), name)
+            .await?;
+        self.empty_namespace(name).await?;
+        Ok(revision)
+    }
+
+    /// Removes everything a namespace holds.
     async fn empty_namespace(&self, ns: &str) -> Result<(), ApiError> {
         for res in self.registry().all().iter().filter(|r| r.namespaced) {
             self.delete_all(res, Some(ns)).await?;
@@ -517,23 +605,30 @@ impl Api {
         }
     }
 
+    /// Deletes every matching object through the single-object delete (so namespaces and
+    /// CRDs cascade); unreadable objects fail the request, naming their keys.
     async fn delete_collection(
         &self,
         res: &ResourceInfo,
         ns: Option<&str>,
         query: &Query,
+        dry: bool,
     ) -> Result<Value, ApiError> {
         let filter = bodies::Filter::from_query(query, res)?;
         let page = self.objects.list(res, ns, None, 0, None).await?;
+        if !page.failures.is_empty() {
+            return Err(list_failure(res, page.failures));
+        }
         let mut deleted = Vec::new();
         for item in page.items.into_iter().filter(|o| filter.matches(&o.object)) {
             let name = object_name(&item.object);
-            match self
-                .objects
-                .delete_raw(res, &item.key, Some(item.mod_revision), &name)
-                .await
-            {
-                Ok(_) => deleted.push(item.object),
+            let item_ns = item
+                .object
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            match self.delete(res, item_ns.as_deref(), &name, b"", dry).await {
+                Ok(o) => deleted.push(o),
                 Err(e) if e.reason == "NotFound" => {}
                 Err(e) => return Err(e),
             }
@@ -696,8 +791,26 @@ impl Api {
                     Ok(o) => o.object,
                     Err(e) => return Some(error_event(&e)),
                 };
-                let kind = if prev.is_none() { "ADDED" } else { "MODIFIED" };
-                filter.matches(&object).then(|| event_line(kind, &object))
+                let matches = filter.matches(&object);
+                if kv.create_revision == kv.mod_revision {
+                    return matches.then(|| event_line("ADDED", &object));
+                }
+                // With a selector, an object entering it is ADDED and one leaving it is
+                // DELETED, as upstream's watch cache reports; without the previous value
+                // (compacted), it is judged by the new one alone.
+                let matched_before = match (&prev, filter.is_empty()) {
+                    (Some(prev), false) => match self.objects.decode(res, prev).await {
+                        Ok(o) => filter.matches(&o.object),
+                        Err(_) => matches,
+                    },
+                    _ => matches,
+                };
+                match (matched_before, matches) {
+                    (true, true) => Some(event_line("MODIFIED", &object)),
+                    (false, true) => Some(event_line("ADDED", &object)),
+                    (true, false) => Some(event_line("DELETED", &object)),
+                    (false, false) => None,
+                }
             }
             Ok(atrest_store::WatchEvent::Delete { prev, revision }) => {
                 let mut object = match self.objects.decode(res, &prev).await {
@@ -712,6 +825,49 @@ impl Api {
             Err(e) => Some(error_event(&ApiError::internal(e.to_string()))),
         }
     }
+}
+
+/// Namespaces upstream refuses to delete.
+const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
+/// `dryRun=All` (the only value upstream accepts); absent means a real write.
+fn dry_run(value: Option<&str>) -> Result<bool, ApiError> {
+    match value {
+        None => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "dryRun: Unsupported value: \"{other}\": supported values: \"All\""
+        ))),
+    }
+}
+
+/// `DeleteOptions.dryRun` (a list).
+fn options_dry_run(options: &Value) -> Result<bool, ApiError> {
+    let Some(list) = options.get("dryRun").and_then(Value::as_array) else {
+        return Ok(false);
+    };
+    let mut dry = false;
+    for v in list {
+        dry |= dry_run(v.as_str())?;
+    }
+    Ok(dry)
+}
+
+/// A client that names the resourceVersion it read gets a Conflict if the object changed.
+fn check_resource_version(
+    object: &Value,
+    existing: &StoredObject,
+    res: &ResourceInfo,
+    name: &str,
+) -> Result<(), ApiError> {
+    let wanted = object
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !wanted.is_empty() && wanted != existing.mod_revision.to_string() {
+        return Err(ApiError::conflict(&res.group, &res.plural, name));
+    }
+    Ok(())
 }
 
 fn event_line(kind: &str, object: &Value) -> Bytes {

@@ -185,6 +185,18 @@ pub fn validate(res: &ResourceInfo, object: &Value, old: Option<&Value>) -> Resu
     };
     if res.builtin == Some(Builtin::CustomResourceDefinition) {
         causes.extend(crate::defaults::validate_crd(object));
+        if let Some(old) = old {
+            if old.pointer("/spec/scope") != object.pointer("/spec/scope") {
+                causes.push(validation::FieldCause::invalid(
+                    "spec.scope",
+                    object
+                        .pointer("/spec/scope")
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                    validation::FIELD_IMMUTABLE_MESSAGE,
+                ));
+            }
+        }
     }
     if causes.is_empty() {
         return Ok(());

@@ -228,13 +228,28 @@ pub fn apply_defaults(object: &mut Value, res: &ResourceInfo) -> Result<(), ApiE
             let obj = object
                 .as_object_mut()
                 .ok_or_else(|| ApiError::bad_request("not an object"))?;
-            let spec = obj.entry("spec").or_insert_with(|| json!({}));
-            if spec.get("finalizers").is_none() {
-                spec["finalizers"] = json!(["kubernetes"]);
+            let section =
+                |obj: &mut serde_json::Map<String, Value>, field: &str| -> Result<(), ApiError> {
+                    let v = obj.entry(field).or_insert_with(|| json!({}));
+                    if v.is_null() {
+                        *v = json!({});
+                    }
+                    if v.is_object() {
+                        Ok(())
+                    } else {
+                        Err(ApiError::bad_request(format!(
+                            "Namespace {field} must be an object"
+                        )))
+                    }
+                };
+            section(obj, "spec")?;
+            section(obj, "status")?;
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.entry("finalizers")
+                    .or_insert_with(|| json!(["kubernetes"]));
             }
-            let status = obj.entry("status").or_insert_with(|| json!({}));
-            if status.get("phase").is_none() {
-                status["phase"] = json!("Active");
+            if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) {
+                status.entry("phase").or_insert_with(|| json!("Active"));
             }
             Ok(())
         }
@@ -325,6 +340,29 @@ fn default_crd(object: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A CRD's `status.storedVersions` accumulates: every version objects may still be stored
+/// in stays listed (upstream keeps them until a storage migration removes them).
+pub fn carry_stored_versions(object: &mut Value, old: &Value) {
+    let mut versions: Vec<Value> = old
+        .pointer("/status/storedVersions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for v in object
+        .pointer("/status/storedVersions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        if !versions.contains(&v) {
+            versions.push(v);
+        }
+    }
+    if let Some(status) = object.get_mut("status").and_then(Value::as_object_mut) {
+        status.insert("storedVersions".into(), Value::Array(versions));
+    }
+}
+
 /// Structural checks of a CRD that the server relies on to serve it (its name is checked by
 /// `atrest_api::validation`).
 pub fn validate_crd(object: &Value) -> Vec<FieldCause> {
@@ -344,6 +382,21 @@ pub fn validate_crd(object: &Value) -> Vec<FieldCause> {
         if text(pointer).is_empty() {
             causes.push(FieldCause::required(field, ""));
         }
+    }
+    let group = text("/group");
+    if !group.is_empty() && !group.contains('.') {
+        causes.push(FieldCause::invalid(
+            "spec.group",
+            &group,
+            "should be a domain with at least one dot",
+        ));
+    }
+    if group == "apiextensions.k8s.io" {
+        causes.push(FieldCause::invalid(
+            "spec.group",
+            &group,
+            "is reserved for the built-in CustomResourceDefinition API",
+        ));
     }
     let scope = text("/scope");
     if scope != "Namespaced" && scope != "Cluster" {

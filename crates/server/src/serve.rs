@@ -309,7 +309,16 @@ async fn watch_crds(api: Arc<Api>) {
             Some(res) => api.objects.collection(&res, None).unwrap_or_default(),
             None => return,
         };
-        let from = api.objects.store.current_revision().await.unwrap_or(0) + 1;
+        // Watch from exactly the revision the CRDs were last read at: no change is missed
+        // between the read and the watch.
+        let from = match api.reload_crds().await {
+            Ok(revision) => revision + 1,
+            Err(e) => {
+                tracing::warn!(error = %e, "reloading CRDs");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         match api.objects.store.watch(prefix.as_bytes(), from).await {
             Ok(mut events) => {
                 while let Some(event) = events.next().await {
@@ -323,8 +332,6 @@ async fn watch_crds(api: Arc<Api>) {
             }
             Err(e) => tracing::warn!(error = %e, "watching CRDs"),
         }
-        // Catch up on anything missed while the watch was down.
-        let _ = api.reload_crds().await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
