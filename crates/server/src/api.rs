@@ -185,7 +185,11 @@ impl Api {
             ));
         }
         match (method.as_str(), path.name.as_deref()) {
-            ("GET", Some(name)) => self.get(&res, ns, name).await.map(|o| Reply::Json(200, o)),
+            ("GET", Some(name)) => self.get(&res, ns, name).await.map(|mut o| {
+                // Served in the version asked for (no conversion between CR versions).
+                o["apiVersion"] = json!(res.api_version(&path.version));
+                Reply::Json(200, o)
+            }),
             ("GET", None) if query.flag("watch") => self.watch(&res, ns, query).await,
             ("GET", None) => self
                 .list(&res, &path.version, ns, query, accept)
@@ -329,6 +333,7 @@ impl Api {
         self.require_namespace(res, path.namespace.as_deref())
             .await?;
         let name = defaults::prepare_create(&mut object, res)?;
+        defaults::to_storage_version(&mut object, res);
         defaults::apply_defaults(&mut object, res)?;
         let object = bodies::normalize(res, object)?;
         bodies::validate(res, &object, None)?;
@@ -353,6 +358,7 @@ impl Api {
         dry: bool,
     ) -> Result<Value, ApiError> {
         defaults::prepare_update(&mut object, &existing.object, res)?;
+        defaults::to_storage_version(&mut object, res);
         defaults::apply_defaults(&mut object, res)?;
         if res.builtin == Some(Builtin::CustomResourceDefinition) {
             defaults::carry_stored_versions(&mut object, &existing.object);
@@ -655,7 +661,9 @@ impl Api {
             }
             None => (None, None),
         };
-        if revision.is_none() {
+        // A resourceVersion on a first page means "not older than" upstream, which the
+        // current revision satisfies; only `resourceVersionMatch=Exact` pins the read.
+        if revision.is_none() && query.get("resourceVersionMatch") == Some("Exact") {
             revision = query
                 .get("resourceVersion")
                 .filter(|v| *v != "0")

@@ -214,6 +214,17 @@ pub fn prepare_update(
     Ok(())
 }
 
+/// Objects are stored with the storage version's apiVersion, whichever served version the
+/// client used (custom resource versions share one schema here: no conversion).
+pub fn to_storage_version(object: &mut Value, res: &ResourceInfo) {
+    if let Some(obj) = object.as_object_mut() {
+        obj.insert(
+            "apiVersion".into(),
+            json!(res.api_version(res.storage_version())),
+        );
+    }
+}
+
 /// Kind-specific defaults of the built-in types.
 pub fn apply_defaults(object: &mut Value, res: &ResourceInfo) -> Result<(), ApiError> {
     match res.builtin {
