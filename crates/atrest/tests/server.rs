@@ -328,15 +328,30 @@ fn everyday_kubectl_against_the_embedded_store() {
     assert!(server.stop().success());
 }
 
-/// An HTTPS request with no client certificate: (status code, body). curl stands in for
-/// any client without credentials (kubectl would prompt for a password instead).
-fn anonymous_get(server: &AtrestServer, path: &str, token: Option<&str>) -> (u16, String) {
+/// An HTTPS request with no client certificate, optionally with a bearer token and a JSON
+/// body: (status code, body). curl stands in for any client without a kubeconfig (kubectl
+/// would prompt for a password instead).
+fn curl(
+    server: &AtrestServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
     let mut cmd = Command::new("curl");
-    cmd.args(["-s", "--cacert"])
+    cmd.args(["-s", "-X", method, "--cacert"])
         .arg(server.data_dir.join("pki/ca.crt"))
-        .args(["-w", "\n%{http_code}"]);
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-w",
+            "\n%{http_code}",
+        ]);
     if let Some(t) = token {
         cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(b) = body {
+        cmd.args(["--data-binary", b]);
     }
     let out = cmd
         .arg(format!("https://127.0.0.1:{}{path}", server.port))
@@ -345,6 +360,21 @@ fn anonymous_get(server: &AtrestServer, path: &str, token: Option<&str>) -> (u16
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap();
     (code.trim().parse().unwrap(), body.to_string())
+}
+
+fn anonymous_get(server: &AtrestServer, path: &str, token: Option<&str>) -> (u16, String) {
+    curl(server, "GET", path, token, None)
+}
+
+/// A request as the admin (its bearer token).
+fn admin_request(
+    server: &AtrestServer,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let token = std::fs::read_to_string(server.data_dir.join("admin.token")).unwrap();
+    curl(server, method, path, Some(token.trim()), body)
 }
 
 #[test]
@@ -744,36 +774,6 @@ fn json_storage_media_type() {
         "{text}"
     );
     assert!(!text.contains("resourceVersion"), "{text}");
-}
-
-/// `curl` with the admin token: (status code, body).
-fn admin_request(
-    server: &AtrestServer,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> (u16, String) {
-    let token = std::fs::read_to_string(server.data_dir.join("admin.token")).unwrap();
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-X", method, "--cacert"])
-        .arg(server.data_dir.join("pki/ca.crt"))
-        .args(["-H", &format!("Authorization: Bearer {}", token.trim())])
-        .args([
-            "-H",
-            "Content-Type: application/json",
-            "-w",
-            "\n%{http_code}",
-        ]);
-    if let Some(b) = body {
-        cmd.args(["--data-binary", b]);
-    }
-    let out = cmd
-        .arg(format!("https://127.0.0.1:{}{path}", server.port))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.trim().parse().unwrap(), body.to_string())
 }
 
 #[test]

@@ -326,10 +326,7 @@ impl Api {
         body: &[u8],
         dry: bool,
     ) -> Result<Value, ApiError> {
-        let mut object = bodies::decode(content_type, body)?;
-        defaults::check_type(&mut object, res, &path.version)?;
-        bodies::check_fields(res, &object, query)?;
-        defaults::check_namespace(&mut object, res, path.namespace.as_deref())?;
+        let mut object = request_object(res, path, query, content_type, body)?;
         self.require_namespace(res, path.namespace.as_deref())
             .await?;
         let name = defaults::prepare_create(&mut object, res)?;
@@ -386,10 +383,7 @@ impl Api {
         body: &[u8],
         dry: bool,
     ) -> Result<Value, ApiError> {
-        let mut object = bodies::decode(content_type, body)?;
-        defaults::check_type(&mut object, res, &path.version)?;
-        bodies::check_fields(res, &object, query)?;
-        defaults::check_namespace(&mut object, res, path.namespace.as_deref())?;
+        let object = request_object(res, path, query, content_type, body)?;
         if object_name(&object) != name {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({name})",
@@ -416,9 +410,7 @@ impl Api {
         for _ in 0..PATCH_RETRIES {
             let existing = self.existing(res, path.namespace.as_deref(), name).await?;
             let mut patched = bodies::apply_patch(res, content_type, &existing.object, body)?;
-            defaults::check_type(&mut patched, res, &path.version)?;
-            bodies::check_fields(res, &patched, query)?;
-            defaults::check_namespace(&mut patched, res, path.namespace.as_deref())?;
+            check_object(&mut patched, res, path, query)?;
             if object_name(&patched) != name {
                 return Err(ApiError::bad_request("the patch changes the object's name"));
             }
@@ -833,6 +825,32 @@ impl Api {
             Err(e) => Some(error_event(&ApiError::internal(e.to_string()))),
         }
     }
+}
+
+/// The object a create or update sends, decoded and checked against the request (type,
+/// unknown fields, namespace).
+fn request_object(
+    res: &ResourceInfo,
+    path: &ResourcePath,
+    query: &Query,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let mut object = bodies::decode(content_type, body)?;
+    check_object(&mut object, res, path, query)?;
+    Ok(object)
+}
+
+/// apiVersion/kind, strict fields and namespace of an object against the request's path.
+fn check_object(
+    object: &mut Value,
+    res: &ResourceInfo,
+    path: &ResourcePath,
+    query: &Query,
+) -> Result<(), ApiError> {
+    defaults::check_type(object, res, &path.version)?;
+    bodies::check_fields(res, object, query)?;
+    defaults::check_namespace(object, res, path.namespace.as_deref())
 }
 
 /// Namespaces upstream refuses to delete.
