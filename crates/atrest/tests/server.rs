@@ -750,24 +750,7 @@ fn json_storage_media_type() {
         .kubectl()
         .ok(&["create", "secret", "generic", "j", "--from-literal=a=b"]);
     assert!(server.stop().success());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stored = runtime.block_on(async {
-        let store = atrest_store::open(atrest_store::StoreConfig::Embedded {
-            data_dir: data.clone(),
-            compaction: atrest_store::CompactionPolicy::disabled(),
-        })
-        .await
-        .unwrap();
-        store
-            .get(b"/registry/secrets/default/j")
-            .await
-            .unwrap()
-            .unwrap()
-            .value
-    });
+    let stored = atrest_testkit::embedded_get(&data, "/registry/secrets/default/j").unwrap();
     let text = String::from_utf8(stored).unwrap();
     assert!(
         text.starts_with("{\"kind\":\"Secret\",\"apiVersion\":\"v1\""),

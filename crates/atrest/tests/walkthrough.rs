@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use atrest_testkit::etcd::EtcdCluster;
-use atrest_testkit::{contains, etcdctl_get, run_with_input, AtrestServer};
+use atrest_testkit::{contains, embedded_get, etcdctl_get, run_with_input, AtrestServer};
 
 fn atrest_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_atrest"))
@@ -93,24 +93,6 @@ impl Raw<'_> {
             Raw::Embedded(data_dir) => embedded_get(data_dir, key),
         }
     }
-}
-
-/// Reads one raw value from an embedded store, from another process as an operator's
-/// offline tool would (the server keeps running).
-fn embedded_get(data_dir: &Path, key: &str) -> Option<Vec<u8>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let store = atrest_store::open(atrest_store::StoreConfig::Embedded {
-            data_dir: data_dir.to_path_buf(),
-            compaction: atrest_store::CompactionPolicy::disabled(),
-        })
-        .await
-        .unwrap();
-        store.get(key.as_bytes()).await.unwrap().map(|kv| kv.value)
-    })
 }
 
 fn walkthrough(store_args: &[&str], raw: Raw<'_>, dir: &Path) {

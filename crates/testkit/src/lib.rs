@@ -253,6 +253,24 @@ pub fn etcdctl_get(endpoints: &[String], key: &str) -> Option<Vec<u8>> {
     Some(value)
 }
 
+/// One raw value from an embedded store, read from this process as an operator's offline
+/// tool would (a server may keep running on the same data dir); `None` if the key is absent.
+pub fn embedded_get(data_dir: &Path, key: &str) -> Option<Vec<u8>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = atrest_store::open(atrest_store::StoreConfig::Embedded {
+            data_dir: data_dir.to_path_buf(),
+            compaction: atrest_store::CompactionPolicy::disabled(),
+        })
+        .await
+        .unwrap();
+        store.get(key.as_bytes()).await.unwrap().map(|kv| kv.value)
+    })
+}
+
 /// Whether `needle` occurs in `haystack`.
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
