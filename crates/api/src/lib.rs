@@ -1,10 +1,10 @@
-//! atrest's Kubernetes API layer: object codecs and storage keys (the REST
-//! handlers will be built on these).
+//! atrest's Kubernetes API layer: the object model without HTTP (codecs, patches, selectors,
+//! tables, validation) and serving security (TLS/PKI, authentication, kubeconfig). Storage
+//! keys live in `atrest-storage`.
 #![forbid(unsafe_code)]
 
 pub mod authn;
 pub mod codec;
-pub mod keys;
 pub mod kubeconfig;
 pub mod patch;
 pub mod selector;

@@ -6,7 +6,8 @@ use atrest_api::codec::{
     decode_protobuf, decode_protobuf_envelope, decode_storage, encode_json_storage,
     encode_json_typed, encode_protobuf, normalize_builtin, CodecError,
 };
-use atrest_api::keys::{KeyPrefix, StorageKey};
+use atrest_encryption::GroupResource;
+use atrest_storage::{KeyPrefix, StorageKey};
 use serde_json::{json, Value};
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -102,9 +103,10 @@ fn secret_stored_by_kube_apiserver_round_trips() {
     assert_eq!(encode_protobuf(&decoded).unwrap(), pb);
     // The storage key (the AAD upstream's test used) from the object itself.
     let prefix = KeyPrefix::new("43da1478-5e9c-4ef3-a92a-2b19d540c8a5/registry");
-    let key = StorageKey::secret(
+    let key = StorageKey::object(
         &prefix,
-        decoded["metadata"]["namespace"].as_str().unwrap(),
+        &GroupResource::new("", "secrets"),
+        decoded["metadata"]["namespace"].as_str(),
         decoded["metadata"]["name"].as_str().unwrap(),
     )
     .unwrap();

@@ -576,7 +576,7 @@ fn automatic_reload_and_unreadable_objects() {
                 &servers,
                 "get",
                 "--prefix",
-                "/atrest/servers/",
+                "/registry/atrest/servers/",
                 "--print-value-only",
             ])
             .output()
@@ -707,7 +707,7 @@ fn two_servers_on_one_etcd_serve_the_same_data() {
             &servers,
             "get",
             "--prefix",
-            "/atrest/servers/",
+            "/registry/atrest/servers/",
             "--keys-only",
         ])
         .output()

@@ -105,6 +105,25 @@ impl ResourceTransformer {
         }
     }
 
+    /// The provider and key that write new values: `identity` when the first provider is
+    /// identity or no rule covers the resource. (For KMS v2 the plugin's key id is not part
+    /// of it: that is learnt from the plugin.)
+    pub fn write_provider(&self) -> ProviderId {
+        match self.providers.first().map(|p| p.as_ref()) {
+            Some(Provider::Static(p)) if !self.unmatched => match p.keys.first() {
+                Some(k) => ProviderId::named(p.kind, k.name.as_str()),
+                None => ProviderId::identity(),
+            },
+            Some(Provider::KmsV2(p)) if !self.unmatched => {
+                ProviderId::named(ProviderKind::KmsV2, p.name())
+            }
+            Some(Provider::KmsV1(p)) if !self.unmatched => {
+                ProviderId::named(ProviderKind::KmsV1, p.name())
+            }
+            _ => ProviderId::identity(),
+        }
+    }
+
     /// Encrypts with the first provider (and its first key). `storage_key` is the full store
     /// key of the object; GCM-based providers authenticate it.
     pub async fn encrypt(

@@ -4,6 +4,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use atrest_storage::{StorageError, StorageEvent};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -11,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::bodies;
 use crate::defaults;
-use crate::objects::{object_name, set_resource_version, ObjectStore, StoredObject};
+use crate::objects::{object_name, set_resource_version, ObjectStore, StoredObject, Unreadable};
 use crate::request::{Query, ResourcePath};
 use crate::resources::{Builtin, Registry, ResourceInfo, StorageEncoding};
 use crate::status::{self, ApiError};
@@ -111,8 +112,8 @@ impl Api {
             return Err(ApiError::internal("the CRD resource is not registered"));
         };
         let page = self.objects.list(&crd_res, None, None, 0, None).await?;
-        for (key, _, e) in &page.failures {
-            tracing::error!(key = %String::from_utf8_lossy(key), error = %e, "a CustomResourceDefinition cannot be read; its resources are not served");
+        for u in &page.failures {
+            tracing::error!(key = %String::from_utf8_lossy(&u.key), error = %u.error, "a CustomResourceDefinition cannot be read; its resources are not served");
         }
         let crds: Vec<Value> = page.items.into_iter().map(|o| o.object).collect();
         let registry = base.with_crds(crds.iter());
@@ -445,28 +446,24 @@ impl Api {
             )));
         }
         let key = self.objects.key(res, ns, name)?;
-        let kv = self
+        let found = self
             .objects
-            .store
-            .get(key.as_bytes())
-            .await
-            .map_err(|e| crate::objects::store_error(e, res, name))?
+            .lookup(res, &key)
+            .await?
             .ok_or_else(|| ApiError::not_found(&res.group, &res.plural, name))?;
-        let existing = match self.objects.decode(res, &kv).await {
+        let existing = match found {
             Ok(o) => o,
             // KEP-3926: a value that cannot be decrypted or decoded can still be removed when
             // the client says it accepts the risk (only then, and only for that reason).
-            Err(e)
+            Err(u)
                 if options
                     .get("ignoreStoreReadErrorWithClusterBreakingPotential")
                     .and_then(Value::as_bool)
                     == Some(true) =>
             {
-                tracing::warn!(key = key.as_str(), error = %e, "deleting an unreadable object on request (ignoreStoreReadErrorWithClusterBreakingPotential)");
+                tracing::warn!(key = key.as_str(), error = %u.error, "deleting an unreadable object on request (ignoreStoreReadErrorWithClusterBreakingPotential)");
                 if !dry {
-                    self.objects
-                        .delete_raw(res, key.as_bytes(), Some(kv.mod_revision), name)
-                        .await?;
+                    self.objects.delete(res, &key, u.mod_revision).await?;
                     if res.builtin == Some(Builtin::Namespace) {
                         self.empty_namespace(name).await?;
                     }
@@ -474,7 +471,7 @@ impl Api {
                 }
                 return Ok(status::success(name, &res.group, &res.plural, None));
             }
-            Err(e) => return Err(e),
+            Err(u) => return Err(u.error),
         };
         if let Some(pre_rv) = options
             .pointer("/preconditions/resourceVersion")
@@ -505,12 +502,12 @@ impl Api {
             Some(Builtin::CustomResourceDefinition) => {
                 self.delete_custom_resources(&existing.object).await?;
                 self.objects
-                    .delete_raw(res, key.as_bytes(), Some(existing.mod_revision), name)
+                    .delete(res, &key, existing.mod_revision)
                     .await?
             }
             _ => {
                 self.objects
-                    .delete_raw(res, key.as_bytes(), Some(existing.mod_revision), name)
+                    .delete(res, &key, existing.mod_revision)
                     .await?
             }
         };
@@ -554,10 +551,7 @@ impl Api {
             })?;
         self.empty_namespace(name).await?;
         let key = self.objects.key(res, None, name)?;
-        let revision = self
-            .objects
-            .delete_raw(res, key.as_bytes(), Some(marked_revision), name)
-            .await?;
+        let revision = self.objects.delete(res, &key, marked_revision).await?;
         self.empty_namespace(name).await?;
         Ok(revision)
     }
@@ -579,28 +573,7 @@ impl Api {
 
     /// Deletes every key of a collection, readable or not.
     async fn delete_all(&self, res: &ResourceInfo, ns: Option<&str>) -> Result<(), ApiError> {
-        let prefix = self.objects.collection(res, ns)?;
-        loop {
-            let page = self
-                .objects
-                .store
-                .list(atrest_store::ListRequest {
-                    prefix: prefix.clone().into_bytes(),
-                    limit: 500,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            for kv in &page.items {
-                match self.objects.store.delete(&kv.key, None).await {
-                    Ok(_) | Err(atrest_store::StoreError::NotFound { .. }) => {}
-                    Err(e) => return Err(ApiError::internal(e.to_string())),
-                }
-            }
-            if !page.more {
-                return Ok(());
-            }
-        }
+        self.objects.delete_every(res, ns).await
     }
 
     /// Deletes every matching object through the single-object delete (so namespaces and
@@ -718,7 +691,6 @@ impl Api {
         query: &Query,
     ) -> Result<Reply, ApiError> {
         let filter = bodies::Filter::from_query(query, res)?;
-        let prefix = self.objects.collection(res, ns)?;
         let requested: Option<i64> = query
             .get("resourceVersion")
             .filter(|v| *v != "0")
@@ -727,7 +699,9 @@ impl Api {
             .map_err(|_| ApiError::bad_request("invalid resourceVersion"))?;
         let mut initial = Vec::new();
         let from = match requested {
-            Some(rv) => rv + 1,
+            Some(rv) => rv
+                .checked_add(1)
+                .ok_or_else(|| ApiError::bad_request("invalid resourceVersion"))?,
             None => {
                 // No resourceVersion: the current state as ADDED events, then changes.
                 let page = self.objects.list(res, ns, None, 0, None).await?;
@@ -737,35 +711,20 @@ impl Api {
                 page.revision + 1
             }
         };
+        // The previous version is needed only to tell objects entering or leaving a selector.
         let stream = self
             .objects
-            .store
-            .watch(prefix.as_bytes(), from)
-            .await
-            .map_err(|e| match e {
-                atrest_store::StoreError::Compacted {
-                    requested,
-                    compact_revision,
-                } => ApiError::gone(format!(
-                    "too old resource version: {} ({compact_revision})",
-                    requested - 1
-                )),
-                other => ApiError::internal(other.to_string()),
-            })?;
+            .watch(res, ns, from, !filter.is_empty())
+            .await?;
         let timeout = query
             .usize("timeoutSeconds")?
             .map(|s| Duration::from_secs(s as u64))
             .unwrap_or(Duration::from_secs(1800));
         let api = self.clone();
-        let res = res.clone();
-        let events = stream
-            .then(move |event| {
-                let api = api.clone();
-                let res = res.clone();
-                let filter = filter.clone();
-                async move { api.watch_event(&res, &filter, event).await }
-            })
-            .filter_map(|line| async move { line });
+        let events = stream.filter_map(move |event| {
+            let line = api.watch_event(&filter, event);
+            async move { line }
+        });
         let mut stopping = self.stopping.subscribe();
         let deadline = async move {
             tokio::select! {
@@ -779,43 +738,42 @@ impl Api {
         Ok(Reply::Stream(events.boxed()))
     }
 
-    async fn watch_event(
+    fn watch_event(
         &self,
-        res: &ResourceInfo,
         filter: &bodies::Filter,
-        event: atrest_store::Result<atrest_store::WatchEvent>,
+        event: Result<StorageEvent, StorageError>,
     ) -> Option<Bytes> {
         match event {
-            Ok(atrest_store::WatchEvent::Put { kv, prev }) => {
-                let object = match self.objects.decode(res, &kv).await {
-                    Ok(o) => o.object,
-                    Err(e) => return Some(error_event(&e)),
+            Ok(StorageEvent::Put { value, prev }) => {
+                let current = match self.objects.decode_entry(value) {
+                    Ok(o) => o,
+                    Err(u) => return Some(error_event(&u.error)),
                 };
-                let matches = filter.matches(&object);
-                if kv.create_revision == kv.mod_revision {
-                    return matches.then(|| event_line("ADDED", &object));
+                let matches = filter.matches(&current.object);
+                if current.is_creation() {
+                    return matches.then(|| event_line("ADDED", &current.object));
                 }
                 // With a selector, an object entering it is ADDED and one leaving it is
                 // DELETED, as upstream's watch cache reports; without the previous value
                 // (compacted), it is judged by the new one alone.
-                let matched_before = match (&prev, filter.is_empty()) {
-                    (Some(prev), false) => match self.objects.decode(res, prev).await {
+                let matched_before = match prev {
+                    Some(prev) if !filter.is_empty() => match self.objects.decode_entry(*prev) {
                         Ok(o) => filter.matches(&o.object),
                         Err(_) => matches,
                     },
                     _ => matches,
                 };
                 match (matched_before, matches) {
-                    (true, true) => Some(event_line("MODIFIED", &object)),
-                    (false, true) => Some(event_line("ADDED", &object)),
-                    (true, false) => Some(event_line("DELETED", &object)),
+                    (true, true) => Some(event_line("MODIFIED", &current.object)),
+                    (false, true) => Some(event_line("ADDED", &current.object)),
+                    (true, false) => Some(event_line("DELETED", &current.object)),
                     (false, false) => None,
                 }
             }
-            Ok(atrest_store::WatchEvent::Delete { prev, revision }) => {
-                let mut object = match self.objects.decode(res, &prev).await {
+            Ok(StorageEvent::Delete { prev, revision }) => {
+                let mut object = match self.objects.decode_entry(prev) {
                     Ok(o) => o.object,
-                    Err(e) => return Some(error_event(&e)),
+                    Err(u) => return Some(error_event(&u.error)),
                 };
                 set_resource_version(&mut object, revision);
                 filter
@@ -907,14 +865,14 @@ fn error_event(e: &ApiError) -> Bytes {
 }
 
 /// One list error naming every key that could not be read (upstream aggregates them too).
-fn list_failure(res: &ResourceInfo, failures: Vec<(Vec<u8>, i64, ApiError)>) -> ApiError {
+fn list_failure(res: &ResourceInfo, failures: Vec<Unreadable>) -> ApiError {
     let causes: Vec<Value> = failures
         .iter()
-        .map(|(key, _, e)| json!({"reason": "InternalError", "message": e.message, "field": String::from_utf8_lossy(key)}))
+        .map(|u| json!({"reason": "InternalError", "message": u.error.message, "field": String::from_utf8_lossy(&u.key)}))
         .collect();
     let keys: Vec<String> = failures
         .iter()
-        .map(|(k, _, _)| String::from_utf8_lossy(k).into_owned())
+        .map(|u| String::from_utf8_lossy(&u.key).into_owned())
         .collect();
     let mut error = ApiError::internal(format!(
         "unable to read {} {} object(s): {}; delete them with ignoreStoreReadErrorWithClusterBreakingPotential=true if they cannot be recovered",

@@ -243,7 +243,7 @@ impl HttpServer {
             }
             "/metrics" => {
                 let mut text = self.api.objects.metrics.render();
-                text.push_str(&store_metrics(&self.api.objects.store.metrics()));
+                text.push_str(&store_metrics(&self.api.objects.storage.store().metrics()));
                 return text_response(200, text, "text/plain; version=0.0.4");
             }
             "/openapi/v3" => {

@@ -1,69 +1,73 @@
-//! Objects in the store: encode (protobuf or JSON), encrypt with the resource's providers
-//! (the storage key as authenticated data), write with compare-and-swap; and the reverse.
+//! Objects over the encrypted storage layer: the object model's codec (protobuf or JSON
+//! storage bytes) on top of [`EncryptedStore`], which encrypts, decrypts, compares and
+//! swaps.
 //!
-//! This is the only place that turns objects into stored bytes, so the invariants live here:
-//! a stored value never contains `resourceVersion` or `selfLink`; every value written goes
-//! through the provider chain of its resource; an object read through a non-first provider or
-//! key is marked stale, and an update of a stale object is written even if unchanged.
+//! This is the only place that turns objects into storage bytes, so two invariants live
+//! here: a stored value never contains `resourceVersion` or `selfLink`, and an object's
+//! `resourceVersion` is the store revision of the version read or written.
 
-use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::Duration;
 
 use atrest_api::codec;
-use atrest_api::keys::{KeyPrefix, StorageKey};
-use atrest_encryption::{ProviderChain, ProviderId, ProviderKind, TransformError};
-use atrest_store::{KeyValue, ListRequest, Store, StoreError};
+use atrest_encryption::{GroupResource, ProviderId, ProviderKind};
+use atrest_storage::{
+    Collection, DecryptedValue, Direction, EncryptedStore, Entry, EventStream, ListOptions,
+    StorageError, StorageKey, TransformObserver, UnreadableValue, Updated,
+};
+use atrest_store::StoreError;
 use serde_json::Value;
 
 use crate::metrics::{transformation_buckets, Metrics};
 use crate::resources::{ResourceInfo, StorageEncoding};
 use crate::status::ApiError;
 
-/// The provider chain in force; replaced as a whole when the configuration is reloaded.
-#[derive(Debug, Clone)]
-pub struct ChainHandle(Arc<RwLock<Arc<ProviderChain>>>);
-
-impl ChainHandle {
-    pub fn new(chain: ProviderChain) -> Self {
-        ChainHandle(Arc::new(RwLock::new(Arc::new(chain))))
-    }
-
-    pub fn current(&self) -> Arc<ProviderChain> {
-        // Replacing the Arc is the only write: a poisoned lock still holds a whole chain.
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn replace(&self, chain: ProviderChain) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(chain);
-    }
-}
-
 /// An object read from the store.
 #[derive(Debug, Clone)]
 pub struct StoredObject {
     /// The object, with `metadata.resourceVersion` set from the store revision.
     pub object: Value,
-    pub key: Vec<u8>,
+    /// The revision of the version read.
     pub mod_revision: i64,
-    /// Read by a provider or key that does not write.
-    pub stale: bool,
-    /// Who encrypted it.
-    pub provider: ProviderId,
-    /// The decrypted storage bytes (to detect no-op updates).
-    plaintext: Vec<u8>,
+    /// The decrypted value it came from (compared on update, rewritten when stale).
+    value: DecryptedValue,
+}
+
+impl StoredObject {
+    /// Whether this version is the one that created the object.
+    pub fn is_creation(&self) -> bool {
+        self.value.is_creation()
+    }
+}
+
+/// A stored value that cannot be read (decrypted or decoded).
+#[derive(Debug)]
+pub struct Unreadable {
+    /// Its key.
+    pub key: Vec<u8>,
+    /// Its mod revision (a delete of it compares on this).
+    pub mod_revision: i64,
+    /// Why, as the API reports it.
+    pub error: ApiError,
 }
 
 /// The encrypting object store.
 #[derive(Debug, Clone)]
 pub struct ObjectStore {
-    pub store: Arc<dyn Store>,
-    pub chain: ChainHandle,
-    pub prefix: KeyPrefix,
+    pub storage: EncryptedStore,
     pub metrics: Arc<Metrics>,
 }
 
-/// Errors that the store reports, as API errors.
-pub fn store_error(e: StoreError, res: &ResourceInfo, name: &str) -> ApiError {
+/// Storage errors as API errors, for an object of `res` named `name`.
+pub fn storage_error(e: StorageError, res: &ResourceInfo, name: &str) -> ApiError {
+    match e {
+        StorageError::Store(e) => store_error(e, res, name),
+        StorageError::Key(e) => ApiError::bad_request(e.to_string()),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+fn store_error(e: StoreError, res: &ResourceInfo, name: &str) -> ApiError {
     match e {
         StoreError::AlreadyExists { .. } => ApiError::already_exists(&res.group, &res.plural, name),
         StoreError::Conflict { .. } => ApiError::conflict(&res.group, &res.plural, name),
@@ -75,10 +79,7 @@ pub fn store_error(e: StoreError, res: &ResourceInfo, name: &str) -> ApiError {
     }
 }
 
-fn transform_error(e: TransformError) -> ApiError {
-    ApiError::internal(e.to_string())
-}
-
+/// Upstream's `transformer_prefix` label.
 fn prefix_label(p: &ProviderId) -> String {
     match p.kind {
         ProviderKind::Identity => "identity".into(),
@@ -88,7 +89,56 @@ fn prefix_label(p: &ProviderId) -> String {
     }
 }
 
+/// Records upstream's transformation metrics for every value the storage layer transforms.
+#[derive(Debug)]
+pub struct TransformMetrics(pub Arc<Metrics>);
+
+impl TransformObserver for TransformMetrics {
+    fn transformed(
+        &self,
+        resource: &GroupResource,
+        direction: Direction,
+        provider: Option<&ProviderId>,
+        elapsed: Duration,
+    ) {
+        let prefix = provider.map_or_else(|| "unknown".to_string(), prefix_label);
+        let status = if provider.is_some() {
+            "OK"
+        } else {
+            "unknown-non-grpc"
+        };
+        self.0.inc(
+            "apiserver_storage_transformation_operations_total",
+            "Total number of transformations.",
+            vec![
+                ("resource", resource.to_string()),
+                ("transformation_type", direction.as_str().into()),
+                ("transformer_prefix", prefix.clone()),
+                ("status", status.into()),
+            ],
+        );
+        if provider.is_some() {
+            self.0.observe(
+                "apiserver_storage_transformation_duration_seconds",
+                "Latencies in seconds of value transformation operations.",
+                transformation_buckets,
+                vec![
+                    ("transformation_type", direction.as_str().into()),
+                    ("transformer_prefix", prefix),
+                ],
+                elapsed,
+            );
+        }
+    }
+}
+
 impl ObjectStore {
+    /// The store over `storage`, recording transformation metrics in `metrics`.
+    pub fn new(storage: EncryptedStore, metrics: Arc<Metrics>) -> Self {
+        let storage = storage.with_observer(Arc::new(TransformMetrics(metrics.clone())));
+        ObjectStore { storage, metrics }
+    }
+
     pub fn key(
         &self,
         res: &ResourceInfo,
@@ -96,7 +146,8 @@ impl ObjectStore {
         name: &str,
     ) -> Result<StorageKey, ApiError> {
         let ns = if res.namespaced { namespace } else { None };
-        StorageKey::object(&self.prefix, &res.key_segment, ns, name)
+        self.storage
+            .key(&res.group_resource(), ns, name)
             .map_err(|e| ApiError::bad_request(e.to_string()))
     }
 
@@ -104,93 +155,38 @@ impl ObjectStore {
         &self,
         res: &ResourceInfo,
         namespace: Option<&str>,
-    ) -> Result<String, ApiError> {
+    ) -> Result<Collection, ApiError> {
         let ns = if res.namespaced { namespace } else { None };
-        self.prefix
-            .collection(&res.key_segment, ns)
+        self.storage
+            .collection(&res.group_resource(), ns)
             .map_err(|e| ApiError::bad_request(e.to_string()))
     }
 
-    fn record(
-        &self,
-        res: &ResourceInfo,
-        kind: &'static str,
-        prefix: String,
-        ok: bool,
-        started: Instant,
-    ) {
-        let resource = res.group_resource().to_string();
-        self.metrics.inc(
-            "apiserver_storage_transformation_operations_total",
-            "Total number of transformations.",
-            vec![
-                ("resource", resource),
-                ("transformation_type", kind.into()),
-                ("transformer_prefix", prefix.clone()),
-                (
-                    "status",
-                    if ok {
-                        "OK".into()
-                    } else {
-                        "unknown-non-grpc".into()
-                    },
-                ),
-            ],
-        );
-        if ok {
-            self.metrics.observe(
-                "apiserver_storage_transformation_duration_seconds",
-                "Latencies in seconds of value transformation operations.",
-                transformation_buckets,
-                vec![
-                    ("transformation_type", kind.into()),
-                    ("transformer_prefix", prefix),
-                ],
-                started.elapsed(),
-            );
+    /// Decodes a decrypted value into the object model.
+    fn decode(&self, value: DecryptedValue) -> Result<StoredObject, Unreadable> {
+        match codec::decode_storage(&value.plaintext) {
+            Ok(mut object) => {
+                set_resource_version(&mut object, value.mod_revision);
+                Ok(StoredObject {
+                    object,
+                    mod_revision: value.mod_revision,
+                    value,
+                })
+            }
+            Err(e) => Err(Unreadable {
+                error: ApiError::internal(format!("decoding {}: {e}", value.key)),
+                key: value.key.as_bytes().to_vec(),
+                mod_revision: value.mod_revision,
+            }),
         }
     }
 
-    /// Decrypts and decodes a stored value.
-    pub async fn decode(
-        &self,
-        res: &ResourceInfo,
-        kv: &KeyValue,
-    ) -> Result<StoredObject, ApiError> {
-        let chain = self.chain.current();
-        let transformer = chain.for_resource(&res.group_resource());
-        let started = Instant::now();
-        let decrypted = match transformer.decrypt(&kv.value, &kv.key).await {
-            Ok(d) => {
-                self.record(
-                    res,
-                    "from_storage",
-                    prefix_label(&d.provider),
-                    true,
-                    started,
-                );
-                d
-            }
-            Err(e) => {
-                self.record(res, "from_storage", "unknown".into(), false, started);
-                return Err(transform_error(e));
-            }
-        };
-        let mut object = codec::decode_storage(&decrypted.plaintext).map_err(|e| {
-            ApiError::internal(format!(
-                "decoding {}: {e}",
-                String::from_utf8_lossy(&kv.key)
-            ))
-        })?;
-        set_resource_version(&mut object, kv.mod_revision);
-        Ok(StoredObject {
-            object,
-            key: kv.key.clone(),
-            mod_revision: kv.mod_revision,
-            stale: decrypted.stale,
-            provider: decrypted.provider,
-            plaintext: decrypted.plaintext,
-        })
+    /// An entry of a list or watch, decoded.
+    pub fn decode_entry(&self, entry: Entry) -> Result<StoredObject, Unreadable> {
+        match entry {
+            Ok(value) => self.decode(value),
+            Err(u) => Err(unreadable(u)),
+        }
     }
 
     /// The storage bytes of an object (before encryption).
@@ -221,24 +217,17 @@ impl ObjectStore {
         encoded.map_err(|e| ApiError::internal(format!("encoding {} object: {e}", res.kind)))
     }
 
-    async fn encrypt(
+    /// The object at `key`: found, missing, or stored but unreadable.
+    pub async fn lookup(
         &self,
         res: &ResourceInfo,
         key: &StorageKey,
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>, ApiError> {
-        let chain = self.chain.current();
-        let transformer = chain.for_resource(&res.group_resource());
-        let started = Instant::now();
-        match transformer.encrypt(plaintext, key.as_bytes()).await {
-            Ok(e) => {
-                self.record(res, "to_storage", prefix_label(&e.provider), true, started);
-                Ok(e.stored)
-            }
-            Err(e) => {
-                self.record(res, "to_storage", "unknown".into(), false, started);
-                Err(transform_error(e))
-            }
+    ) -> Result<Option<Result<StoredObject, Unreadable>>, ApiError> {
+        match self.storage.get(key).await {
+            Ok(Some(value)) => Ok(Some(self.decode(value))),
+            Ok(None) => Ok(None),
+            Err(StorageError::Unreadable(u)) => Ok(Some(Err(unreadable(*u)))),
+            Err(e) => Err(storage_error(e, res, key.name())),
         }
     }
 
@@ -249,13 +238,8 @@ impl ObjectStore {
         name: &str,
     ) -> Result<Option<StoredObject>, ApiError> {
         let key = self.key(res, namespace, name)?;
-        match self
-            .store
-            .get(key.as_bytes())
-            .await
-            .map_err(|e| store_error(e, res, name))?
-        {
-            Some(kv) => Ok(Some(self.decode(res, &kv).await?)),
+        match self.lookup(res, &key).await? {
+            Some(found) => found.map(Some).map_err(|u| u.error),
             None => Ok(None),
         }
     }
@@ -270,14 +254,13 @@ impl ObjectStore {
     ) -> Result<Value, ApiError> {
         let key = self.key(res, namespace, name)?;
         let plaintext = self.encode(res, &object)?;
-        let stored = self.encrypt(res, &key, &plaintext).await?;
-        let revision = self
-            .store
-            .create(key.as_bytes(), &stored, None)
+        let written = self
+            .storage
+            .create(&key, &plaintext, None)
             .await
-            .map_err(|e| store_error(e, res, name))?;
+            .map_err(|e| storage_error(e, res, name))?;
         let mut object = object;
-        set_resource_version(&mut object, revision);
+        set_resource_version(&mut object, written.revision);
         Ok(object)
     }
 
@@ -289,41 +272,51 @@ impl ObjectStore {
         existing: &StoredObject,
         object: Value,
     ) -> Result<Value, ApiError> {
-        let name = object_name(&object);
         let plaintext = self.encode(res, &object)?;
-        if plaintext == existing.plaintext && !existing.stale {
-            return Ok(existing.object.clone());
-        }
-        let key = StorageKey::from_raw(String::from_utf8_lossy(&existing.key).into_owned());
-        let stored = self.encrypt(res, &key, &plaintext).await?;
-        let revision = self
-            .store
-            .update(&existing.key, &stored, existing.mod_revision, None)
+        match self
+            .storage
+            .update(&existing.value, &plaintext)
             .await
-            .map_err(|e| store_error(e, res, &name))?;
-        let mut object = object;
-        set_resource_version(&mut object, revision);
-        Ok(object)
+            .map_err(|e| storage_error(e, res, existing.value.key.name()))?
+        {
+            Updated::Unchanged => Ok(existing.object.clone()),
+            Updated::Written(written) => {
+                let mut object = object;
+                set_resource_version(&mut object, written.revision);
+                Ok(object)
+            }
+        }
     }
 
     /// Deletes the object at `key` if it is still at `mod_revision`.
-    pub async fn delete_raw(
+    pub async fn delete(
         &self,
         res: &ResourceInfo,
-        key: &[u8],
-        mod_revision: Option<i64>,
-        name: &str,
+        key: &StorageKey,
+        mod_revision: i64,
     ) -> Result<i64, ApiError> {
-        let (revision, _) = self
-            .store
+        self.storage
             .delete(key, mod_revision)
             .await
-            .map_err(|e| store_error(e, res, name))?;
-        Ok(revision)
+            .map_err(|e| storage_error(e, res, key.name()))
     }
 
-    /// One page of a collection. Objects that cannot be read are returned as errors beside
-    /// the readable ones, so one bad value never hides the others.
+    /// Deletes every object of a collection, readable or not.
+    pub async fn delete_every(
+        &self,
+        res: &ResourceInfo,
+        namespace: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let collection = self.collection(res, namespace)?;
+        self.storage
+            .delete_every(&collection)
+            .await
+            .map(|_| ())
+            .map_err(|e| storage_error(e, res, ""))
+    }
+
+    /// One page of a collection. Objects that cannot be read are returned beside the
+    /// readable ones, so one bad value never hides the others.
     pub async fn list(
         &self,
         res: &ResourceInfo,
@@ -332,34 +325,68 @@ impl ObjectStore {
         limit: usize,
         revision: Option<i64>,
     ) -> Result<ListPage, ApiError> {
-        let prefix = self.collection(res, namespace)?;
-        let response = self
-            .store
-            .list(ListRequest {
-                prefix: prefix.into_bytes(),
-                start_after,
-                limit,
-                revision,
-                count_remaining: limit > 0,
-            })
+        let collection = self.collection(res, namespace)?;
+        let page = self
+            .storage
+            .list(
+                &collection,
+                ListOptions {
+                    start_after,
+                    limit,
+                    revision,
+                    count_remaining: limit > 0,
+                },
+            )
             .await
-            .map_err(|e| store_error(e, res, ""))?;
-        let mut items = Vec::with_capacity(response.items.len());
-        let mut failures = Vec::new();
-        for kv in &response.items {
-            match self.decode(res, kv).await {
+            .map_err(|e| storage_error(e, res, ""))?;
+        let mut items = Vec::with_capacity(page.values.len());
+        let mut failures: Vec<Unreadable> = page.unreadable.into_iter().map(unreadable).collect();
+        for value in page.values {
+            match self.decode(value) {
                 Ok(o) => items.push(o),
-                Err(e) => failures.push((kv.key.clone(), kv.mod_revision, e)),
+                Err(u) => failures.push(u),
             }
         }
         Ok(ListPage {
             items,
             failures,
-            revision: response.revision,
-            last_key: response.items.last().map(|kv| kv.key.clone()),
-            more: response.more,
-            remaining: response.remaining_count.unwrap_or(0),
+            revision: page.revision,
+            last_key: page.last_key,
+            more: page.more,
+            remaining: page.remaining.unwrap_or(0),
         })
+    }
+
+    /// Decrypted changes of a collection from revision `from`.
+    pub async fn watch(
+        &self,
+        res: &ResourceInfo,
+        namespace: Option<&str>,
+        from: i64,
+        with_prev: bool,
+    ) -> Result<EventStream, ApiError> {
+        let collection = self.collection(res, namespace)?;
+        self.storage
+            .watch(&collection, from, with_prev)
+            .await
+            .map_err(|e| match e {
+                StorageError::Store(StoreError::Compacted {
+                    requested,
+                    compact_revision,
+                }) => ApiError::gone(format!(
+                    "too old resource version: {} ({compact_revision})",
+                    requested - 1
+                )),
+                other => ApiError::internal(other.to_string()),
+            })
+    }
+}
+
+fn unreadable(u: UnreadableValue) -> Unreadable {
+    Unreadable {
+        error: ApiError::internal(u.error.to_string()),
+        key: u.key,
+        mod_revision: u.mod_revision,
     }
 }
 
@@ -367,8 +394,8 @@ impl ObjectStore {
 #[derive(Debug)]
 pub struct ListPage {
     pub items: Vec<StoredObject>,
-    /// Keys whose values could not be decrypted or decoded, with why.
-    pub failures: Vec<(Vec<u8>, i64, ApiError)>,
+    /// Values that could not be decrypted or decoded, with why.
+    pub failures: Vec<Unreadable>,
     pub revision: i64,
     pub last_key: Option<Vec<u8>>,
     pub more: bool,

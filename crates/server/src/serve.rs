@@ -9,30 +9,27 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use atrest_api::authn::{ensure_admin_token, Authenticator, TokenFile};
-use atrest_api::keys::KeyPrefix;
 use atrest_api::{kubeconfig, tls};
 use atrest_encryption::config::template::{render, TemplateProvider};
 use atrest_encryption::kms::NoKmsConnector;
 use atrest_encryption::{EncryptionConfig, Key, ParseOptions, ProviderChain};
+use atrest_storage::servers::{publish_heartbeats, unix_now, ServerRecord};
+use atrest_storage::{ChainHandle, EncryptedStore, KeyPrefix};
 use atrest_store::{Store, StoreConfig};
 use futures::StreamExt;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::api::Api;
 use crate::http::{Check, HttpServer};
 use crate::metrics::Metrics;
-use crate::objects::{ChainHandle, ObjectStore};
+use crate::objects::ObjectStore;
 use crate::resources::StorageEncoding;
 
 /// Name of the configuration `serve` writes when none is given.
 pub const GENERATED_CONFIG: &str = "encryption-config.yaml";
-/// Where servers publish their heartbeats.
-pub const SERVERS_PREFIX: &str = "/atrest/servers/";
-const HEARTBEAT_TTL: Duration = Duration::from_secs(30);
 
 /// Everything `atrest serve` was told.
 #[derive(Debug, Clone)]
@@ -101,13 +98,6 @@ fn id_hash(server_id: &str) -> String {
     )
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 /// Runs the server until `shutdown` resolves.
 pub async fn run(
     options: ServeOptions,
@@ -146,12 +136,11 @@ pub async fn run(
     tracing::info!(store = %store.describe(), "store ready");
 
     let chain = ChainHandle::new(loaded.chain);
-    let objects = ObjectStore {
-        store: store.clone(),
-        chain: chain.clone(),
-        prefix: KeyPrefix::new(&options.etcd_prefix),
-        metrics: metrics.clone(),
-    };
+    let prefix = KeyPrefix::new(&options.etcd_prefix);
+    let objects = ObjectStore::new(
+        EncryptedStore::new(store.clone(), chain.clone(), prefix.clone()),
+        metrics.clone(),
+    );
     let api = Arc::new(Api::new(objects, options.storage_encoding));
     api.reload_crds()
         .await
@@ -203,13 +192,19 @@ pub async fn run(
     // Background tasks.
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(watch_crds(api.clone())));
-    // The hash of the configuration in force, shared by the reload loop (which changes it)
-    // and the heartbeat (which publishes it).
-    let hash_cell = Arc::new(std::sync::Mutex::new(loaded.hash.clone()));
-    tasks.push(tokio::spawn(heartbeat(
+    // What this server has in force, shared by the reload loop (which changes it) and the
+    // heartbeat (which publishes it).
+    let state = Arc::new(std::sync::Mutex::new(ServerRecord {
+        id: server_id.clone(),
+        config_hash: loaded.hash.clone(),
+        heartbeat: unix_now(),
+        automatic_reload: options.automatic_reload,
+        last_reload_error: None,
+    }));
+    tasks.push(tokio::spawn(publish_heartbeats(
         store.clone(),
-        server_id.clone(),
-        hash_cell.clone(),
+        prefix.clone(),
+        state.clone(),
     )));
     if options.automatic_reload {
         tasks.push(tokio::spawn(reload_loop(
@@ -218,7 +213,7 @@ pub async fn run(
             chain.clone(),
             metrics.clone(),
             server_id.clone(),
-            hash_cell.clone(),
+            state.clone(),
         )));
     }
 
@@ -302,12 +297,11 @@ fn record_config_info(metrics: &Metrics, server_id: &str, hash: &str) {
 /// Keeps the served resources in step with the CRDs in the store, whoever wrote them.
 async fn watch_crds(api: Arc<Api>) {
     loop {
-        let prefix = match api
+        let Some(crds) = api
             .registry()
             .find("apiextensions.k8s.io", "customresourcedefinitions")
-        {
-            Some(res) => api.objects.collection(&res, None).unwrap_or_default(),
-            None => return,
+        else {
+            return;
         };
         // Watch from exactly the revision the CRDs were last read at: no change is missed
         // between the read and the watch.
@@ -319,7 +313,7 @@ async fn watch_crds(api: Arc<Api>) {
                 continue;
             }
         };
-        match api.objects.store.watch(prefix.as_bytes(), from).await {
+        match api.objects.watch(&crds, None, from, false).await {
             Ok(mut events) => {
                 while let Some(event) = events.next().await {
                     if event.is_err() {
@@ -336,67 +330,6 @@ async fn watch_crds(api: Arc<Api>) {
     }
 }
 
-/// Publishes `{id, configHash, heartbeat}` under a lease, so operations can tell which
-/// servers are live and what they have loaded; the record is rewritten when the loaded
-/// configuration changes.
-async fn heartbeat(store: Arc<dyn Store>, server_id: String, hash: Arc<std::sync::Mutex<String>>) {
-    let key = format!("{SERVERS_PREFIX}{server_id}");
-    let current = || hash.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let record =
-        |h: &str| json!({"id": server_id, "configHash": h, "heartbeat": unix_now()}).to_string();
-    loop {
-        let lease = match store.grant_lease(HEARTBEAT_TTL).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "heartbeat lease");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                continue;
-            }
-        };
-        let mut published = current();
-        let mut revision = match store
-            .create(key.as_bytes(), record(&published).as_bytes(), Some(lease))
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "publishing heartbeat");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                continue;
-            }
-        };
-        loop {
-            tokio::time::sleep(HEARTBEAT_TTL / 3).await;
-            if store.keep_alive(lease).await.is_err() {
-                break;
-            }
-            let now = current();
-            if now != published {
-                match store
-                    .update(
-                        key.as_bytes(),
-                        record(&now).as_bytes(),
-                        revision,
-                        Some(lease),
-                    )
-                    .await
-                {
-                    Ok(r) => {
-                        revision = r;
-                        published = now;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "updating heartbeat");
-                        break;
-                    }
-                }
-            }
-        }
-        // Start over with a fresh lease; the old record expires with the old lease.
-        let _ = store.revoke_lease(lease).await;
-    }
-}
-
 /// `--encryption-provider-config-automatic-reload`: re-reads the file when its hash changes;
 /// a bad file is logged and counted, and the configuration in force stays.
 async fn reload_loop(
@@ -405,7 +338,7 @@ async fn reload_loop(
     chain: ChainHandle,
     metrics: Arc<Metrics>,
     server_id: String,
-    current: Arc<std::sync::Mutex<String>>,
+    state: Arc<std::sync::Mutex<ServerRecord>>,
 ) {
     let id = id_hash(&server_id);
     loop {
@@ -416,19 +349,36 @@ async fn reload_loop(
             continue;
         };
         let hash = atrest_encryption::config::config_hash(&bytes);
-        if *current.lock().unwrap_or_else(|p| p.into_inner()) == hash {
+        if state.lock().unwrap_or_else(|p| p.into_inner()).config_hash == hash {
             continue;
         }
+        let failed = |error: String| {
+            state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last_reload_error = Some(error);
+        };
         match load_chain(&path, &options) {
             Ok(loaded) => {
                 let failures = loaded.chain.refresh_kms().await;
                 if !failures.is_empty() {
                     record_reload(&metrics, &id, false);
                     tracing::error!(path = %path.display(), "automatic reload: a KMS provider of the new configuration is unhealthy; keeping the current one");
+                    failed(
+                        failures
+                            .iter()
+                            .map(|(name, e)| format!("KMS provider {name}: {e}"))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    );
                     continue;
                 }
                 chain.replace(loaded.chain);
-                *current.lock().unwrap_or_else(|p| p.into_inner()) = loaded.hash.clone();
+                {
+                    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+                    state.config_hash = loaded.hash.clone();
+                    state.last_reload_error = None;
+                }
                 record_config_info(&metrics, &server_id, &loaded.hash);
                 record_reload(&metrics, &id, true);
                 tracing::info!(path = %path.display(), hash = %loaded.hash, "automatic reload: new encryption configuration in force");
@@ -436,6 +386,7 @@ async fn reload_loop(
             Err(e) => {
                 record_reload(&metrics, &id, false);
                 tracing::error!(path = %path.display(), error = %e, "automatic reload: the new encryption configuration is invalid; keeping the current one");
+                failed(e);
             }
         }
     }

@@ -13,8 +13,8 @@ use etcd_client::{
 
 use crate::types::prefix_end;
 use crate::{
-    display_key, KeyValue, LeaseId, ListRequest, ListResponse, Result, Store, StoreError,
-    StoreMetrics, TlsFiles, WatchEvent, WatchStream,
+    display_key, CasUpdate, KeyValue, LeaseId, ListRequest, ListResponse, Result, Store,
+    StoreError, StoreMetrics, TlsFiles, WatchEvent, WatchStream,
 };
 
 /// Transient failures are retried for this long before the caller sees `Unavailable`.
@@ -27,6 +27,20 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long `open` waits for a first answer: a wrong address or TLS setup fails fast.
 const OPEN_PROBE_BUDGET: Duration = Duration::from_secs(5);
+
+/// Lists are read in pages of at most this many keys, at one revision, so no response
+/// approaches gRPC's message limit however many keys a caller asks for.
+const LIST_PAGE_KEYS: usize = 500;
+/// The largest list response accepted. A page that is still larger (500 values of
+/// several hundred KiB each) is re-read in halves.
+const LIST_DECODE_LIMIT: usize = 64 * 1024 * 1024;
+/// Inner transactions per batched request. etcd checks `--max-txn-ops` (default 128)
+/// against the outer operations and the budget left for nested ones: `n` inner
+/// transactions of one compare each pass when `n + 1 <= 128`.
+const MAX_TXN_OPS: usize = 127;
+/// Bytes of keys and values per batched transaction, below etcd's default
+/// `--max-request-bytes` (1.5 MiB) with room for the request's framing.
+const MAX_TXN_BYTES: usize = 1024 * 1024;
 
 /// How an etcd failure should be handled.
 enum Failure {
@@ -182,6 +196,126 @@ impl std::fmt::Debug for EtcdStore {
 }
 
 impl EtcdStore {
+    /// One transaction of nested compare-and-swap transactions: each inner transaction
+    /// compares its key's mod revision and puts, or reads the key when the compare fails, so
+    /// a lost compare never aborts the others. A retried request re-evaluates every compare;
+    /// an inner put that an earlier, lost attempt applied shows up as exactly our bytes.
+    async fn update_chunk(&self, chunk: &[CasUpdate]) -> Result<Vec<Result<i64>>> {
+        for u in chunk {
+            check_key(&u.key)?;
+        }
+        self.retry("batched update", |mut client, retried| async move {
+            let inner: Vec<TxnOp> = chunk
+                .iter()
+                .map(|u| {
+                    let put = PutOptions::new().with_lease(u.lease);
+                    TxnOp::txn(
+                        Txn::new()
+                            .when([Compare::mod_revision(
+                                u.key.as_slice(),
+                                CompareOp::Equal,
+                                u.expected_mod_revision,
+                            )])
+                            .and_then([TxnOp::put(u.key.as_slice(), u.value.as_slice(), Some(put))])
+                            .or_else([TxnOp::get(u.key.as_slice(), None)]),
+                    )
+                })
+                .collect();
+            let response = client.txn(Txn::new().and_then(inner)).await?;
+            let revision = header_revision(response.header())?;
+            let answers = response.op_responses();
+            if answers.len() != chunk.len() {
+                return Ok(Err(StoreError::Backend(format!(
+                    "etcd answered {} of {} batched updates",
+                    answers.len(),
+                    chunk.len()
+                ))));
+            }
+            let results = chunk
+                .iter()
+                .zip(answers)
+                .map(|(u, answer)| match answer {
+                    TxnOpResponse::Txn(inner) if inner.succeeded() => Ok(revision),
+                    TxnOpResponse::Txn(inner) => match txn_get_first(&inner) {
+                        None => Err(StoreError::NotFound { key: u.key.clone() }),
+                        Some(actual)
+                            if retried
+                                && actual.value == u.value
+                                && actual.lease == u.lease
+                                && actual.mod_revision > u.expected_mod_revision =>
+                        {
+                            Ok(actual.mod_revision)
+                        }
+                        Some(actual) => Err(StoreError::conflict(
+                            &u.key,
+                            u.expected_mod_revision,
+                            Some(actual),
+                        )),
+                    },
+                    _ => Err(StoreError::Backend(format!(
+                        "etcd answered a batched update of {} with something else",
+                        display_key(&u.key)
+                    ))),
+                })
+                .collect();
+            Ok(Ok(results))
+        })
+        .await
+    }
+
+    /// One etcd range request (at most `request.limit` keys, which must be small).
+    async fn list_page(&self, request: &ListRequest) -> Result<ListResponse> {
+        let start = match &request.start_after {
+            // The smallest key after `after`.
+            Some(after) if after.as_slice() >= request.prefix.as_slice() => {
+                let mut next = after.clone();
+                next.push(0);
+                next
+            }
+            _ => request.prefix.clone(),
+        };
+        // etcd refuses an empty key; "\0" is the smallest non-empty key.
+        let start = if start.is_empty() { vec![0] } else { start };
+        let end = prefix_end(&request.prefix).unwrap_or_else(|| vec![0]);
+        let revision = request.revision.filter(|r| *r > 0);
+        let result = self
+            .retry("list", |client, _| {
+                let (start, end) = (start.clone(), end.clone());
+                async move {
+                    let mut options = GetOptions::new().with_range(end);
+                    if request.limit > 0 {
+                        options =
+                            options.with_limit(i64::try_from(request.limit).unwrap_or(i64::MAX));
+                    }
+                    if let Some(revision) = revision {
+                        options = options.with_revision(revision);
+                    }
+                    let response = client
+                        .kv_client()
+                        .max_decoding_message_size(LIST_DECODE_LIMIT)
+                        .get(start, Some(options))
+                        .await?;
+                    let items: Vec<KeyValue> = response.kvs().iter().map(to_key_value).collect();
+                    let read_at = match revision {
+                        Some(revision) => revision,
+                        None => header_revision(response.header())?,
+                    };
+                    let remaining_count = response.count() - items.len() as i64;
+                    Ok(Ok(ListResponse {
+                        more: response.more(),
+                        items,
+                        revision: read_at,
+                        remaining_count: request.count_remaining.then_some(remaining_count.max(0)),
+                    }))
+                }
+            })
+            .await;
+        match result {
+            Ok(response) => Ok(response),
+            Err(err) => Err(self.fill_revision_error(err, revision.unwrap_or(0)).await),
+        }
+    }
+
     pub(crate) async fn connect(
         endpoints: &[String],
         prefix: &str,
@@ -427,50 +561,48 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, request: ListRequest) -> Result<ListResponse> {
-        let start = match &request.start_after {
-            // The smallest key after `after`.
-            Some(after) if after.as_slice() >= request.prefix.as_slice() => {
-                let mut next = after.clone();
-                next.push(0);
-                next
-            }
-            _ => request.prefix.clone(),
-        };
-        // etcd refuses an empty key; "\0" is the smallest non-empty key.
-        let start = if start.is_empty() { vec![0] } else { start };
-        let end = prefix_end(&request.prefix).unwrap_or_else(|| vec![0]);
-        let revision = request.revision.filter(|r| *r > 0);
-        let result = self
-            .retry("list", |mut client, _| {
-                let (start, end) = (start.clone(), end.clone());
-                async move {
-                    let mut options = GetOptions::new().with_range(end);
-                    if request.limit > 0 {
-                        options =
-                            options.with_limit(i64::try_from(request.limit).unwrap_or(i64::MAX));
-                    }
-                    if let Some(revision) = revision {
-                        options = options.with_revision(revision);
-                    }
-                    let response = client.get(start, Some(options)).await?;
-                    let items: Vec<KeyValue> = response.kvs().iter().map(to_key_value).collect();
-                    let read_at = match revision {
-                        Some(revision) => revision,
-                        None => header_revision(response.header())?,
-                    };
-                    let remaining_count = response.count() - items.len() as i64;
-                    Ok(Ok(ListResponse {
-                        more: response.more(),
-                        items,
-                        revision: read_at,
-                        remaining_count: request.count_remaining.then_some(remaining_count.max(0)),
-                    }))
+        // Read in pages at the revision of the first one: the caller sees one snapshot, and
+        // no single etcd response is bounded by gRPC's message size.
+        let wanted = request.limit;
+        let mut page_keys = LIST_PAGE_KEYS;
+        let mut items: Vec<KeyValue> = Vec::new();
+        let mut start_after = request.start_after.clone();
+        let mut revision = request.revision;
+        loop {
+            let want = if wanted == 0 {
+                page_keys
+            } else {
+                page_keys.min(wanted - items.len())
+            };
+            let page = ListRequest {
+                prefix: request.prefix.clone(),
+                start_after: start_after.clone(),
+                limit: want,
+                revision,
+                count_remaining: request.count_remaining,
+            };
+            let response = match self.list_page(&page).await {
+                Err(StoreError::Backend(message))
+                    if message.contains("message length too large") && page_keys > 1 =>
+                {
+                    page_keys /= 2;
+                    continue;
                 }
-            })
-            .await;
-        match result {
-            Ok(response) => Ok(response),
-            Err(err) => Err(self.fill_revision_error(err, revision.unwrap_or(0)).await),
+                other => other?,
+            };
+            revision = Some(response.revision);
+            start_after = response.items.last().map(|kv| kv.key.clone());
+            let page_len = response.items.len();
+            items.extend(response.items);
+            let full = wanted != 0 && items.len() >= wanted;
+            if !response.more || full || page_len == 0 {
+                return Ok(ListResponse {
+                    items,
+                    revision: response.revision,
+                    more: response.more,
+                    remaining_count: response.remaining_count,
+                });
+            }
         }
     }
 
@@ -543,6 +675,40 @@ impl Store for EtcdStore {
             Err(StoreError::LeaseNotFound { .. }) => Err(StoreError::LeaseNotFound { lease }),
             other => other,
         }
+    }
+
+    async fn update_many(&self, updates: Vec<CasUpdate>) -> Result<Vec<Result<i64>>> {
+        let mut results = Vec::with_capacity(updates.len());
+        let mut rest = updates.as_slice();
+        while !rest.is_empty() {
+            // As many updates as fit one request (always at least one).
+            let mut bytes = 0;
+            let mut take = 0;
+            for u in rest.iter().take(MAX_TXN_OPS) {
+                bytes += u.key.len() * 2 + u.value.len();
+                if take > 0 && bytes > MAX_TXN_BYTES {
+                    break;
+                }
+                take += 1;
+            }
+            let (chunk, tail) = rest.split_at(take);
+            rest = tail;
+            match self.update_chunk(chunk).await {
+                Ok(mut answers) => results.append(&mut answers),
+                // One lease among them expired: etcd refuses the whole transaction, so each
+                // update is tried alone and only that one fails.
+                Err(StoreError::LeaseNotFound { .. }) => {
+                    for u in chunk {
+                        results.push(
+                            self.update(&u.key, &u.value, u.expected_mod_revision, Some(u.lease))
+                                .await,
+                        );
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(results)
     }
 
     async fn delete(

@@ -21,8 +21,8 @@ use futures::Stream;
 
 pub use error::{display_key, StoreError};
 pub use types::{
-    prefix_end, CompactionPolicy, KeyValue, LeaseId, ListRequest, ListResponse, StoreMetrics,
-    WatchEvent,
+    prefix_end, CasUpdate, CompactionPolicy, KeyValue, LeaseId, ListRequest, ListResponse,
+    StoreMetrics, WatchEvent,
 };
 
 /// Result type of every store operation.
@@ -54,6 +54,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         expected_mod_revision: i64,
         lease: Option<LeaseId>,
     ) -> Result<i64>;
+
+    /// Many compare-and-swap updates. Each succeeds or fails on its own, exactly as
+    /// [`Store::update`] would (a failed compare never aborts the others); the answer has one
+    /// result per update, in order. The outer `Err` means the whole request failed and none
+    /// of it is known to have applied. Backends apply the batch in few round trips: the
+    /// embedded store in one group commit, etcd in nested transactions of at most 128 puts
+    /// and about 1 MiB per request. Updates of one key should not repeat within a batch.
+    async fn update_many(&self, updates: Vec<CasUpdate>) -> Result<Vec<Result<i64>>> {
+        let writes = updates
+            .iter()
+            .map(|u| self.update(&u.key, &u.value, u.expected_mod_revision, Some(u.lease)));
+        Ok(futures::future::join_all(writes).await)
+    }
 
     /// Deletes `key`, if `expected_mod_revision` is given only when it is still the key's mod
     /// revision. Returns the revision of the delete and the deleted version.

@@ -38,6 +38,33 @@ impl fmt::Debug for KeyValue {
     }
 }
 
+/// One compare-and-swap put of a batch ([`crate::Store::update_many`]).
+///
+/// `Debug` shows the value's length only: values may be plaintext secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CasUpdate {
+    /// The key to replace.
+    pub key: Vec<u8>,
+    /// The new value.
+    pub value: Vec<u8>,
+    /// The write happens only if this is still the key's mod revision.
+    pub expected_mod_revision: i64,
+    /// The lease to attach (0: none). Rewrites pass the lease they read, so a leased key
+    /// keeps expiring.
+    pub lease: LeaseId,
+}
+
+impl fmt::Debug for CasUpdate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CasUpdate")
+            .field("key", &display_key(&self.key))
+            .field("value", &format_args!("<{} bytes>", self.value.len()))
+            .field("expected_mod_revision", &self.expected_mod_revision)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
 /// A `list` request. Pages are chained by passing the last key of a page as `start_after`
 /// and the response's `revision` as `revision`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -41,4 +41,6 @@ conformance!(
     cas_race_counts_exactly,
     history_lists_retained_versions,
     errors_never_show_values,
+    update_many_applies_each_update_on_its_own,
+    unlimited_list_of_many_megabytes,
 );

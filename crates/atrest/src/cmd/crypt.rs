@@ -38,12 +38,14 @@ impl CryptArgs {
         if let Some(r) = &self.resource {
             return Ok(GroupResource::parse(r));
         }
-        GroupResource::from_storage_key(&self.key, &self.etcd_prefix).ok_or_else(|| {
-            Failure::Usage(format!(
-                "cannot infer the resource from key {:?} under prefix {:?}; pass --resource",
-                self.key, self.etcd_prefix
-            ))
-        })
+        let prefix = atrest_storage::KeyPrefix::new(&self.etcd_prefix);
+        atrest_storage::StorageKey::parse(self.key.as_bytes(), &prefix)
+            .map(|k| k.resource().clone())
+            .map_err(|e| {
+                Failure::Usage(format!(
+                    "cannot infer the resource from --key: {e}; pass --resource"
+                ))
+            })
     }
 
     fn transformer(&self) -> Result<ResourceTransformer, Failure> {

@@ -57,6 +57,11 @@ impl KmsV1Provider {
         &self.prefix
     }
 
+    /// The provider's name in the configuration.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     async fn call<T>(
         &self,
         fut: impl std::future::Future<Output = Result<T, KmsError>>,

@@ -536,3 +536,115 @@ pub async fn errors_never_show_values(store: DynStore) {
     let kv = store.get(key).await.unwrap().unwrap();
     assert!(!format!("{kv:?}").contains("hunter2"));
 }
+
+pub async fn update_many_applies_each_update_on_its_own(store: DynStore) {
+    use atrest_store::CasUpdate;
+    // More updates than one etcd transaction may hold (128), with more bytes than one
+    // request may carry (about 1 MiB): the backend splits them.
+    let value = vec![b'x'; 16 * 1024];
+    let mut revisions = Vec::new();
+    for i in 0..300 {
+        let key = format!("/batch/k{i:04}");
+        revisions.push(store.create(key.as_bytes(), b"old", None).await.unwrap());
+    }
+    let lease = store.grant_lease(Duration::from_secs(60)).await.unwrap();
+    store
+        .create(b"/batch/leased", b"old", Some(lease))
+        .await
+        .unwrap();
+    let leased = store.get(b"/batch/leased").await.unwrap().unwrap();
+    // k0007 changes concurrently; k0009 is deleted.
+    store
+        .update(b"/batch/k0007", b"theirs", revisions[7], None)
+        .await
+        .unwrap();
+    store.delete(b"/batch/k0009", None).await.unwrap();
+    let mut updates: Vec<CasUpdate> = (0..300)
+        .map(|i| CasUpdate {
+            key: format!("/batch/k{i:04}").into_bytes(),
+            value: value.clone(),
+            expected_mod_revision: revisions[i],
+            lease: 0,
+        })
+        .collect();
+    updates.push(CasUpdate {
+        key: b"/batch/leased".to_vec(),
+        value: b"new".to_vec(),
+        expected_mod_revision: leased.mod_revision,
+        lease,
+    });
+    let results = store.update_many(updates).await.unwrap();
+    assert_eq!(results.len(), 301);
+    for (i, result) in results.iter().enumerate().take(300) {
+        match i {
+            7 => assert!(
+                matches!(result, Err(StoreError::Conflict { .. })),
+                "k0007: {result:?}"
+            ),
+            9 => assert!(
+                matches!(result, Err(StoreError::NotFound { .. })),
+                "k0009: {result:?}"
+            ),
+            _ => {
+                let revision = *result.as_ref().unwrap();
+                let kv = store
+                    .get(format!("/batch/k{i:04}").as_bytes())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!((kv.value.len(), kv.mod_revision), (value.len(), revision));
+            }
+        }
+    }
+    assert!(results[300].is_ok(), "{:?}", results[300]);
+    assert_eq!(
+        store.get(b"/batch/k0007").await.unwrap().unwrap().value,
+        b"theirs"
+    );
+    assert_eq!(store.get(b"/batch/k0009").await.unwrap(), None);
+    let kv = store.get(b"/batch/leased").await.unwrap().unwrap();
+    assert_eq!((kv.value.as_slice(), kv.lease), (&b"new"[..], lease));
+    // The rewritten key still goes with its lease.
+    store.revoke_lease(lease).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let store = store.clone();
+            async move { store.get(b"/batch/leased").await.unwrap().is_none() }
+        })
+        .await,
+        "the rewritten key lost its lease"
+    );
+}
+
+pub async fn unlimited_list_of_many_megabytes(store: DynStore) {
+    // 10,000 values of 1 KiB: far more than one gRPC message (4 MiB) holds.
+    let value = vec![b'v'; 1024];
+    let writes = (0..10_000).map(|i| {
+        let store = store.clone();
+        let value = value.clone();
+        async move {
+            store
+                .create(format!("/big/k{i:05}").as_bytes(), &value, None)
+                .await
+                .unwrap()
+        }
+    });
+    let mut writes = futures::stream::iter(writes).buffer_unordered(64);
+    while writes.next().await.is_some() {}
+    let all = list_all(&store, b"/big/", None).await;
+    assert_eq!(all.len(), 10_000);
+    assert!(all.windows(2).all(|w| w[0].key < w[1].key));
+    let limited = store
+        .list(ListRequest {
+            prefix: b"/big/".to_vec(),
+            limit: 2_500,
+            count_remaining: true,
+            ..ListRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(limited.items.len(), 2_500);
+    assert!(limited.more);
+    assert_eq!(limited.remaining_count, Some(7_500));
+    assert_eq!(limited.items[..], all[..2_500]);
+}
