@@ -1,5 +1,5 @@
-//! Exit codes of the command-line contract: 0 ok, 1 error, 2 usage (3, an audit found a
-//! problem, belongs to the audit commands).
+//! Exit codes of the command-line contract: 0 ok, 1 error, 2 usage, 3 an audit found a
+//! problem.
 
 use std::fmt;
 
@@ -11,6 +11,8 @@ pub enum Failure {
     Usage(String),
     /// The command failed and already printed why.
     Reported,
+    /// An audit found a problem and printed it (exit 3).
+    Audit,
 }
 
 impl Failure {
@@ -25,6 +27,7 @@ impl Failure {
                 std::process::exit(2)
             }
             Failure::Reported => std::process::exit(1),
+            Failure::Audit => std::process::exit(3),
         }
     }
 }

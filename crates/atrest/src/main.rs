@@ -6,6 +6,7 @@ mod cmd;
 mod exit;
 mod files;
 mod logging;
+mod progress;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +39,13 @@ enum Command {
     Encrypt(cmd::crypt::CryptArgs),
     /// Decrypt one stored value (stdin -> stdout); reports the provider and key on stderr.
     Decrypt(cmd::crypt::CryptArgs),
+    /// Audit the store: objects per resource, provider and key; plaintext, stale and
+    /// unreadable values (exit 3 unless everything covered is on its write key).
+    Status(cmd::status::StatusArgs),
+    /// Show one stored object: provider, key, staleness, revision, and the object decoded.
+    Get(cmd::get::GetArgs),
+    /// Rewrite every object not on its write key, in the store, beside running servers.
+    Reencrypt(cmd::reencrypt::ReencryptArgs),
 }
 
 fn main() {
@@ -47,6 +55,9 @@ fn main() {
         Command::Config(c) => cmd::config::run(c),
         Command::Encrypt(args) => cmd::crypt::encrypt(args),
         Command::Decrypt(args) => cmd::crypt::decrypt(args),
+        Command::Status(args) => cmd::status::status(args),
+        Command::Get(args) => cmd::get::get(args),
+        Command::Reencrypt(args) => cmd::reencrypt::run(args),
     };
     if let Err(failure) = result {
         failure.exit();

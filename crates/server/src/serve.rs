@@ -16,7 +16,7 @@ use atrest_api::{kubeconfig, tls};
 use atrest_encryption::config::template::{render, TemplateProvider};
 use atrest_encryption::kms::NoKmsConnector;
 use atrest_encryption::{EncryptionConfig, Key, ParseOptions, ProviderChain};
-use atrest_storage::servers::{publish_heartbeats, unix_now, ServerRecord};
+use atrest_storage::servers::{unix_now, Heartbeat, ServerRecord};
 use atrest_storage::{ChainHandle, EncryptedStore, KeyPrefix};
 use atrest_store::{Store, StoreConfig};
 use futures::StreamExt;
@@ -201,11 +201,7 @@ pub async fn run(
         automatic_reload: options.automatic_reload,
         last_reload_error: None,
     }));
-    tasks.push(tokio::spawn(publish_heartbeats(
-        store.clone(),
-        prefix.clone(),
-        state.clone(),
-    )));
+    let heartbeat = Heartbeat::start(store.clone(), prefix.clone(), state.clone());
     if options.automatic_reload {
         tasks.push(tokio::spawn(reload_loop(
             config_path.clone(),
@@ -270,6 +266,7 @@ pub async fn run(
     for t in tasks {
         t.abort();
     }
+    heartbeat.stop().await;
     Ok(())
 }
 

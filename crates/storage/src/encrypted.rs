@@ -378,7 +378,7 @@ impl EncryptedStore {
         let transformer = chain.for_resource(key.resource());
         seal(&transformer, self.observer.as_deref(), key, plaintext)
             .await
-            .map_err(StorageError::Encrypt)
+            .map_err(|e| StorageError::Encrypt(Box::new(e)))
     }
 
     /// One page of a collection, decrypted.
@@ -430,14 +430,10 @@ impl EncryptedStore {
         revision: Option<i64>,
         limit: usize,
     ) -> Result<ScanPage, StorageError> {
-        let prefix = match range {
-            ScanRange::Everything => self.prefix.with_slash(),
-            ScanRange::Collection(c) => c.prefix().to_owned(),
-        };
         let response = self
             .store
             .list(ListRequest {
-                prefix: prefix.into_bytes(),
+                prefix: self.range_prefix(range).into_bytes(),
                 start_after,
                 limit,
                 revision,
@@ -465,6 +461,34 @@ impl EncryptedStore {
             last_key,
             more: response.more,
         })
+    }
+
+    /// About how many keys `range` holds at `revision` (for progress bars: it also counts
+    /// atrest's own records under the prefix).
+    pub async fn count(
+        &self,
+        range: &ScanRange,
+        revision: Option<i64>,
+    ) -> Result<u64, StorageError> {
+        let response = self
+            .store
+            .list(ListRequest {
+                prefix: self.range_prefix(range).into_bytes(),
+                limit: 1,
+                revision,
+                count_remaining: true,
+                ..ListRequest::default()
+            })
+            .await?;
+        let remaining = u64::try_from(response.remaining_count.unwrap_or(0)).unwrap_or(0);
+        Ok(response.items.len() as u64 + remaining)
+    }
+
+    fn range_prefix(&self, range: &ScanRange) -> String {
+        match range {
+            ScanRange::Everything => self.prefix.with_slash(),
+            ScanRange::Collection(c) => c.prefix().to_owned(),
+        }
     }
 
     /// Decrypts many values, on several threads when there are many.
@@ -543,7 +567,7 @@ impl EncryptedStore {
                     });
                     sealed.push(Ok(provider));
                 }
-                Err(e) => sealed.push(Err(StorageError::Encrypt(e))),
+                Err(e) => sealed.push(Err(StorageError::Encrypt(Box::new(e)))),
             }
         }
         let mut results = self.store.update_many(updates).await?.into_iter();

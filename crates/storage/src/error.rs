@@ -50,7 +50,7 @@ pub enum StorageError {
     Unreadable(Box<UnreadableValue>),
     /// The value could not be encrypted (a KMS plugin without a valid key, for example).
     #[error(transparent)]
-    Encrypt(TransformError),
+    Encrypt(Box<TransformError>),
     /// The key could not be built.
     #[error(transparent)]
     Key(#[from] KeyError),

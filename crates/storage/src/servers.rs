@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use atrest_store::{display_key, ListRequest, Store, StoreError};
+use atrest_store::{display_key, LeaseId, ListRequest, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::key::KeyPrefix;
@@ -80,13 +80,48 @@ pub async fn live_servers(
     Ok((records, bad))
 }
 
-/// Publishes `state` under a lease until the task is dropped: renews the lease and rewrites
-/// the record (fresh heartbeat time, current configuration hash) every
-/// [`HEARTBEAT_INTERVAL`]. A lost lease or a failed write starts over with a new lease.
-pub async fn publish_heartbeats(
+/// Publishes a server's record under a lease, renewed in the background, until
+/// [`Heartbeat::stop`] withdraws it.
+#[derive(Debug)]
+pub struct Heartbeat {
+    store: Arc<dyn Store>,
+    lease: Arc<Mutex<Option<LeaseId>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    /// Starts publishing `state` (its `id` names the record; later changes to it are
+    /// published at the next renewal).
+    pub fn start(
+        store: Arc<dyn Store>,
+        prefix: KeyPrefix,
+        state: Arc<Mutex<ServerRecord>>,
+    ) -> Self {
+        let lease = Arc::new(Mutex::new(None));
+        let task = tokio::spawn(publish(store.clone(), prefix, state, lease.clone()));
+        Heartbeat { store, lease, task }
+    }
+
+    /// Stops publishing and removes the record at once (a stopped server is not live).
+    pub async fn stop(self) {
+        self.task.abort();
+        let lease = *self.lease.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lease) = lease {
+            if let Err(e) = self.store.revoke_lease(lease).await {
+                tracing::warn!(error = %e, "heartbeat: withdrawing the record");
+            }
+        }
+    }
+}
+
+/// Renews the lease and rewrites the record (fresh heartbeat time, current configuration
+/// hash) every [`HEARTBEAT_INTERVAL`]. A lost lease or a failed write starts over with a
+/// new lease.
+async fn publish(
     store: Arc<dyn Store>,
     prefix: KeyPrefix,
     state: Arc<Mutex<ServerRecord>>,
+    current_lease: Arc<Mutex<Option<LeaseId>>>,
 ) {
     let current = || {
         let mut record = state.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -98,7 +133,10 @@ pub async fn publish_heartbeats(
     let encode = |r: &ServerRecord| serde_json::to_vec(r).unwrap_or_default();
     loop {
         let lease = match store.grant_lease(HEARTBEAT_TTL).await {
-            Ok(l) => l,
+            Ok(l) => {
+                *current_lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(l);
+                l
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "heartbeat: granting a lease");
                 tokio::time::sleep(HEARTBEAT_INTERVAL).await;

@@ -68,6 +68,7 @@
 //!   bytes.
 
 mod core;
+mod dump;
 mod error;
 mod json;
 mod meta;
@@ -76,6 +77,7 @@ mod time;
 mod typed_json;
 mod wire;
 
+pub use dump::dump_unknown;
 pub use error::CodecError;
 pub use json::{decode_json_storage, encode_json_storage};
 pub use time::{format_rfc3339, parse_rfc3339};

@@ -2,7 +2,11 @@
 
 pub mod config;
 pub mod crypt;
+pub mod get;
+pub mod offline;
+pub mod reencrypt;
 pub mod serve;
+pub mod status;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,209 @@
+//! `atrest status`: audit what is really stored encrypted.
+
+use std::fmt::Write as _;
+
+use atrest_ops::audit::{audit, Audit, AuditOptions};
+use clap::Args;
+
+use super::offline::{parse_resources, runtime, OfflineArgs};
+use super::OutputFormat;
+use crate::exit::{CmdResult, Failure};
+use crate::progress::CliProgress;
+
+/// Audit the store: per resource, objects by provider and key, plaintext, stale and
+/// undecryptable values.
+///
+/// Every key under the prefix is read at one revision and decrypted with the configuration
+/// given, offline (no API server needed, one may be running). Exit 0 only when every object
+/// of every resource the configuration covers is readable, encrypted and on its write key;
+/// 3 otherwise; 1 on error.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    offline: OfflineArgs,
+    /// Only these resources (comma-separated: secrets,configmaps,pandas.awesome.bears.example).
+    #[arg(long, value_delimiter = ',', value_name = "RESOURCES")]
+    resources: Vec<String>,
+    /// Output format (json: with a top-level `upToDate`).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    output: OutputFormat,
+}
+
+pub fn status(args: StatusArgs) -> CmdResult {
+    let options = AuditOptions {
+        resources: parse_resources(&args.resources)?,
+    };
+    let runtime = runtime()?;
+    let result = runtime.block_on(async {
+        let storage = args.offline.open().await?;
+        let progress = CliProgress::new(args.output == OutputFormat::Json);
+        audit(&storage, &options, &progress)
+            .await
+            .map_err(|e| Failure::Error(e.to_string()))
+    })?;
+    match args.output {
+        OutputFormat::Json => {
+            let text = serde_json::to_string_pretty(&result)
+                .map_err(|e| Failure::Error(format!("encoding the audit: {e}")))?;
+            println!("{text}");
+        }
+        OutputFormat::Text => print!("{}", render(&result)),
+    }
+    if result.up_to_date {
+        Ok(())
+    } else {
+        Err(Failure::Audit)
+    }
+}
+
+fn count(n: u64) -> String {
+    if n == 0 {
+        "-".into()
+    } else {
+        n.to_string()
+    }
+}
+
+/// The one-screen table.
+pub fn render(audit: &Audit) -> String {
+    let mut out = String::new();
+    let rows: Vec<[String; 8]> = audit
+        .resources
+        .iter()
+        .map(|r| {
+            [
+                r.resource.clone(),
+                if r.covered { "yes" } else { "no" }.into(),
+                r.write_key.to_string(),
+                r.objects.to_string(),
+                count(r.current),
+                count(r.stale),
+                count(r.plaintext),
+                count(r.undecryptable),
+            ]
+        })
+        .collect();
+    let header = [
+        "RESOURCE",
+        "COVERED",
+        "WRITE KEY",
+        "OBJECTS",
+        "CURRENT",
+        "STALE",
+        "PLAINTEXT",
+        "UNREADABLE",
+    ];
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: &[&str]| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i >= 3 {
+                let _ = write!(l, "{cell:>w$}  ");
+            } else {
+                let _ = write!(l, "{cell:<w$}  ");
+            }
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    out.push_str(&line(&header));
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        out.push_str(&line(&cells));
+    }
+    if audit.resources.is_empty() {
+        out.push_str("(no objects under the prefix)\n");
+    }
+    out.push_str("\nKEYS\n");
+    for r in &audit.resources {
+        let keys: Vec<String> = r
+            .keys
+            .iter()
+            .map(|k| {
+                format!(
+                    "{} {}{}",
+                    k.key,
+                    k.objects,
+                    if k.write { " (write key)" } else { "" }
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "  {}: {}", r.resource, keys.join(", "));
+    }
+    let unreadable: Vec<_> = audit
+        .resources
+        .iter()
+        .flat_map(|r| r.undecryptable_keys.iter())
+        .chain(audit.unparsable_keys.examples.iter())
+        .collect();
+    if !unreadable.is_empty() {
+        out.push_str("\nUNREADABLE (first of each resource)\n");
+        for u in unreadable {
+            let _ = writeln!(out, "  {}: {}", u.key, u.reason);
+        }
+    }
+    if audit.unparsable_keys.count > 0 {
+        let _ = writeln!(
+            out,
+            "\n{} key(s) under the prefix are not object keys of any resource",
+            audit.unparsable_keys.count
+        );
+    }
+    out.push_str("\nSERVERS\n");
+    if audit.servers.is_empty() {
+        out.push_str("  (no atrest server has published a heartbeat)\n");
+    }
+    for s in &audit.servers {
+        let _ = writeln!(
+            out,
+            "  {}  {}  heartbeat {:.0}s ago{}{}",
+            s.id,
+            s.config_hash,
+            s.heartbeat_age_seconds,
+            if s.matches_config {
+                ""
+            } else {
+                "  DIFFERS from the configuration given"
+            },
+            s.last_reload_error
+                .as_deref()
+                .map(|e| format!("  last reload failed: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nstore {} at revision {}, configuration {}",
+        audit.store, audit.revision, audit.config_hash
+    );
+    let problems: Vec<String> = audit
+        .problems()
+        .map(|r| {
+            let mut parts = Vec::new();
+            if r.stale > 0 {
+                parts.push(format!("{} stale", r.stale));
+            }
+            if r.plaintext > 0 {
+                parts.push(format!("{} plaintext", r.plaintext));
+            }
+            if r.undecryptable > 0 {
+                parts.push(format!("{} unreadable", r.undecryptable));
+            }
+            format!("{} ({})", r.resource, parts.join(", "))
+        })
+        .collect();
+    if problems.is_empty() {
+        out.push_str("up to date: every covered object is encrypted with its write key\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "NOT up to date: {}; `atrest reencrypt` rewrites stale and plaintext objects",
+            problems.join("; ")
+        );
+    }
+    out
+}
