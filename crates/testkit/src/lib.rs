@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod etcd;
+pub mod upstream;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

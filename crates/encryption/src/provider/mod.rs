@@ -210,9 +210,21 @@ impl StaticProvider {
                 ProviderKind::Secretbox => "Secretbox",
                 _ => "AES",
             };
+            // Upstream's message, and which key the value asks for (up to its first `:`; a
+            // key name may contain more, so this names it only as far as it can be told).
+            let named = payload
+                .iter()
+                .position(|b| *b == b':')
+                .filter(|&end| end > 0 && end <= 64)
+                .and_then(|end| std::str::from_utf8(&payload[..end]).ok())
+                .filter(|name| name.chars().all(|c| !c.is_control()))
+                .map(|name| format!(" (the value names key {name:?}, which is not configured)"))
+                .unwrap_or_default();
             failures.push(ProviderFailure {
                 provider: self.kind.as_str().to_string(),
-                error: format!("no matching key was found for the provided {what} transformer"),
+                error: format!(
+                    "no matching key was found for the provided {what} transformer{named}"
+                ),
             });
         }
         Err(failures)
