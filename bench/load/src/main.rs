@@ -4,6 +4,8 @@
 //! `atrest-load store ...` drives the raw store (embedded SQLite or etcd) through the
 //! `atrest_store::Store` trait, with no encryption or API on top.
 
+mod ops;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -27,6 +29,11 @@ struct Cli {
 enum Command {
     /// Raw store operations (no encryption, no API) against the embedded store or etcd.
     Store(StoreArgs),
+    /// Write encrypted objects into a store, as an API server would have (benchmark setup).
+    Seed(ops::SeedArgs),
+    /// Reference for the operations benchmark: read every key under a prefix and write the
+    /// same values back in batched transactions of plain puts (gRPC or JSON gateway).
+    BatchWrite(ops::BatchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -412,6 +419,23 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Seed(args) => match runtime.block_on(ops::seed(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("atrest-load: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::BatchWrite(args) => match runtime.block_on(ops::batch_write(args)) {
+            Ok(report) => {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("atrest-load: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Store(args) => {
             let output = args.output;
             match runtime.block_on(run_store(args)) {
@@ -476,7 +500,9 @@ mod tests {
                 "json",
             ])
             .unwrap();
-            let Command::Store(args) = cli.command;
+            let Command::Store(args) = cli.command else {
+                panic!("parsed a store command");
+            };
             let runtime = tokio::runtime::Runtime::new().unwrap();
             let report = runtime.block_on(run_store(args)).unwrap();
             assert_eq!(report.errors, 0, "{op}");

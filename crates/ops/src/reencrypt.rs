@@ -5,16 +5,19 @@
 //! it was read at, many per store request. A lost compare means another writer changed the
 //! object: it is read again and rewritten if still stale. A deleted object is skipped; an
 //! object created meanwhile was written by a server with the current configuration. A
-//! verification pass then reads everything again and proves that nothing stale remains (or
-//! rewrites what it finds, up to [`MAX_PASSES`] times).
+//! verification then lists every key with its revision and proves that nothing stale
+//! remains: what has not changed since the first pass was judged by it, what carries the
+//! revision of our rewrite is our value, and only what someone else changed is read again
+//! (and rewritten if stale, up to [`MAX_PASSES`] times).
 //!
 //! There is no state to lose: interrupted at any point, a rerun scans again and finishes
 //! the job. Before writing anything, the configuration hash every live atrest server has
 //! published must be the one of the file given: a value written with a key that a running
 //! server cannot read would break that server.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use atrest_encryption::GroupResource;
 use atrest_storage::servers::live_servers;
@@ -30,7 +33,8 @@ use crate::scan::Scanner;
 pub const BATCH: usize = 127;
 /// Batches in flight at once.
 pub const WRITERS: usize = 4;
-/// Rewrite-and-verify passes before giving up on values that keep becoming stale.
+/// Passes (the first, then verifications) before giving up on values that keep becoming
+/// stale.
 pub const MAX_PASSES: usize = 5;
 /// Times one conflicted value is read again and retried.
 const CONFLICT_RETRIES: usize = 10;
@@ -130,15 +134,33 @@ pub async fn check_servers(storage: &EncryptedStore) -> Result<(), ReencryptErro
     }
 }
 
+/// What the rewriters share: counters, and the revision each rewritten key was written at
+/// (so the verification can tell our writes from anyone else's).
 #[derive(Default)]
-struct Counters {
+struct Shared {
     rewritten: AtomicU64,
     skipped_deleted: AtomicU64,
     retried: AtomicU64,
-    became_unreadable: AtomicU64,
+    ours: Mutex<HashMap<Vec<u8>, i64>>,
+}
+
+impl Shared {
+    fn rewrote(&self, key: &[u8], revision: i64) {
+        self.rewritten.fetch_add(1, Ordering::Relaxed);
+        self.ours
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_vec(), revision);
+    }
 }
 
 /// Rewrites every stale object, then verifies. Call [`check_servers`] first.
+///
+/// The first pass reads everything at one revision `R` and rewrites what is stale. The
+/// verification then needs no values: a key whose mod revision is still at most `R` is the
+/// version the first pass judged (current, or counted unreadable), and a key whose mod
+/// revision is the one our rewrite got is our value. Only keys changed by someone else since
+/// `R` are read again; stale ones among them are rewritten and the verification repeats.
 pub async fn reencrypt(
     storage: &EncryptedStore,
     options: &ReencryptOptions,
@@ -152,61 +174,61 @@ pub async fn reencrypt(
             .collect::<Result<_, _>>()
             .map_err(StorageError::from)?,
     };
-    let counters = Arc::new(Counters::default());
+    let shared = Arc::new(Shared::default());
     let mut report = ReencryptReport::default();
+    let total = count_all(storage, &ranges).await?;
+    progress.phase("rewriting", Some(total));
+    let (read_at, unreadable) =
+        first_pass(storage, &ranges, options, &shared, progress, &mut report).await?;
+    report.passes = 1;
     let mut verified = false;
-    for pass in 0..MAX_PASSES {
-        let mut total = 0;
-        for range in &ranges {
-            total += storage.count(range, None).await?;
-        }
-        progress.phase(
-            if pass == 0 { "rewriting" } else { "verifying" },
-            Some(total),
-        );
-        let found = rewrite_pass(
-            storage,
-            &ranges,
-            options,
-            &counters,
-            progress,
-            &mut report,
-            pass,
-        )
-        .await?;
+    let mut stale_left = 0;
+    for _ in 1..MAX_PASSES {
+        progress.phase("verifying", Some(count_all(storage, &ranges).await?));
+        let check = verify(storage, &ranges, read_at, &shared, &unreadable, progress).await?;
         report.passes += 1;
-        // A pass that found nothing stale is the verification.
-        if found == 0 {
+        report.unreadable = check.unreadable;
+        report.unreadable_keys = check.unreadable_keys;
+        stale_left = check.stale.len() as u64;
+        if check.stale.is_empty() {
             verified = true;
             break;
         }
+        for batch in check.stale.chunks(options.batch.max(1)) {
+            rewrite_batch(storage, &shared, batch.to_vec()).await?;
+        }
     }
     progress.finish();
-    report.rewritten = counters.rewritten.load(Ordering::Relaxed);
-    report.skipped_deleted = counters.skipped_deleted.load(Ordering::Relaxed);
-    report.retried = counters.retried.load(Ordering::Relaxed);
+    report.rewritten = shared.rewritten.load(Ordering::Relaxed);
+    report.skipped_deleted = shared.skipped_deleted.load(Ordering::Relaxed);
+    report.retried = shared.retried.load(Ordering::Relaxed);
     if !verified {
-        // The last pass rewrote what it found but nothing verified it: count again.
-        report.remaining_stale = count_stale(storage, &ranges).await?;
+        report.remaining_stale = stale_left;
     }
     Ok(report)
 }
 
-/// One pass: scans, rewrites the stale values found, and returns how many it found.
-async fn rewrite_pass(
+async fn count_all(storage: &EncryptedStore, ranges: &[ScanRange]) -> Result<u64, StorageError> {
+    let mut total = 0;
+    for range in ranges {
+        total += storage.count(range, None).await?;
+    }
+    Ok(total)
+}
+
+/// Scans everything at one revision and rewrites the stale values found. Returns the
+/// revision read at and the keys that could not be read.
+async fn first_pass(
     storage: &EncryptedStore,
     ranges: &[ScanRange],
     options: &ReencryptOptions,
-    counters: &Arc<Counters>,
+    shared: &Arc<Shared>,
     progress: &dyn Progress,
     report: &mut ReencryptReport,
-    pass: usize,
-) -> Result<u64, ReencryptError> {
+) -> Result<(i64, HashSet<Vec<u8>>), ReencryptError> {
     let permits = Arc::new(Semaphore::new(options.writers.max(1)));
     let mut writers: JoinSet<Result<(), StorageError>> = JoinSet::new();
-    let mut found = 0;
-    let mut unreadable = 0;
-    let mut unreadable_keys = Vec::new();
+    let mut unreadable = HashSet::new();
     let mut revision = None;
     for range in ranges {
         let mut scanner = Scanner::new(storage, range.clone(), revision);
@@ -214,32 +236,19 @@ async fn rewrite_pass(
         while let Some(page) = scanner.next().await? {
             progress.advance(page.entries.len() as u64);
             for entry in page.entries {
-                if pass == 0 {
-                    report.scanned += 1;
-                }
+                report.scanned += 1;
                 match entry {
                     Ok(value) if value.stale => {
-                        found += 1;
                         batch.push(value);
                         if batch.len() >= options.batch {
                             let full =
                                 std::mem::replace(&mut batch, Vec::with_capacity(options.batch));
-                            spawn_batch(&mut writers, &permits, storage, counters, full).await?;
+                            spawn_batch(&mut writers, &permits, storage, shared, full).await?;
                         }
                     }
-                    Ok(_) => {
-                        if pass == 0 {
-                            report.already_current += 1;
-                        }
-                    }
+                    Ok(_) => report.already_current += 1,
                     Err(u) => {
-                        unreadable += 1;
-                        if unreadable_keys.len() < crate::audit::EXAMPLES {
-                            unreadable_keys.push(crate::audit::Unreadable {
-                                key: u.key_text(),
-                                reason: u.error.to_string(),
-                            });
-                        }
+                        unreadable.insert(u.key);
                     }
                 }
             }
@@ -249,16 +258,102 @@ async fn rewrite_pass(
             }
         }
         if !batch.is_empty() {
-            spawn_batch(&mut writers, &permits, storage, counters, batch).await?;
+            spawn_batch(&mut writers, &permits, storage, shared, batch).await?;
         }
         revision = scanner.revision();
     }
     while let Some(done) = writers.join_next().await {
         finished(done)?;
     }
-    report.unreadable = unreadable + counters.became_unreadable.load(Ordering::Relaxed);
-    report.unreadable_keys = unreadable_keys;
-    Ok(found)
+    Ok((revision.unwrap_or(0), unreadable))
+}
+
+/// What a verification found.
+struct Verification {
+    /// Values changed by someone else since the first pass and stale now.
+    stale: Vec<DecryptedValue>,
+    unreadable: u64,
+    unreadable_keys: Vec<crate::audit::Unreadable>,
+}
+
+async fn verify(
+    storage: &EncryptedStore,
+    ranges: &[ScanRange],
+    read_at: i64,
+    shared: &Shared,
+    unreadable_at_first: &HashSet<Vec<u8>>,
+    progress: &dyn Progress,
+) -> Result<Verification, StorageError> {
+    let mut changed = Vec::new();
+    let mut unreadable = 0;
+    let mut unreadable_keys = Vec::new();
+    let mut note = |key: &[u8], reason: String| {
+        unreadable += 1;
+        if unreadable_keys.len() < crate::audit::EXAMPLES {
+            unreadable_keys.push(crate::audit::Unreadable {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason,
+            });
+        }
+    };
+    let mut revision = None;
+    for range in ranges {
+        let mut after = None;
+        loop {
+            let page = storage
+                .scan_revisions(range, after.take(), revision, crate::scan::PAGE_KEYS * 4)
+                .await?;
+            revision = Some(page.revision);
+            progress.advance(page.keys.len() as u64);
+            let ours = shared.ours.lock().unwrap_or_else(|p| p.into_inner());
+            for (key, mod_revision) in page.keys {
+                if mod_revision <= read_at {
+                    if unreadable_at_first.contains(&key) {
+                        note(
+                            &key,
+                            "unreadable with this configuration (see `atrest status`)".into(),
+                        );
+                    }
+                } else if ours.get(&key) != Some(&mod_revision) {
+                    changed.push(key);
+                }
+            }
+            drop(ours);
+            after = page.last_key;
+            if !page.more {
+                break;
+            }
+        }
+    }
+    let mut stale = Vec::new();
+    for raw in changed {
+        // The key's collection decides the providers, as in the first pass.
+        let parsed = match ranges.iter().find_map(|r| match r {
+            ScanRange::Collection(c) if raw.starts_with(c.prefix().as_bytes()) => Some(c),
+            _ => None,
+        }) {
+            Some(c) => c.key_of(&raw),
+            None => atrest_storage::StorageKey::parse(&raw, storage.prefix()),
+        };
+        let key = match parsed {
+            Ok(key) => key,
+            Err(e) => {
+                note(&raw, e.to_string());
+                continue;
+            }
+        };
+        match storage.get(&key).await {
+            Ok(Some(value)) if value.stale => stale.push(value),
+            Ok(_) => {}
+            Err(StorageError::Unreadable(u)) => note(&raw, u.error.to_string()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Verification {
+        stale,
+        unreadable,
+        unreadable_keys,
+    })
 }
 
 fn finished(
@@ -279,7 +374,7 @@ async fn spawn_batch(
     writers: &mut JoinSet<Result<(), StorageError>>,
     permits: &Arc<Semaphore>,
     storage: &EncryptedStore,
-    counters: &Arc<Counters>,
+    shared: &Arc<Shared>,
     batch: Vec<DecryptedValue>,
 ) -> Result<(), ReencryptError> {
     let permit = permits.clone().acquire_owned().await.map_err(|_| {
@@ -288,10 +383,10 @@ async fn spawn_batch(
         ))
     })?;
     let storage = storage.clone();
-    let counters = counters.clone();
+    let shared = shared.clone();
     writers.spawn(async move {
         let _permit = permit;
-        rewrite_batch(&storage, &counters, batch).await
+        rewrite_batch(&storage, &shared, batch).await
     });
     Ok(())
 }
@@ -299,21 +394,19 @@ async fn spawn_batch(
 /// Rewrites one batch; values that lost their compare are read again and retried alone.
 async fn rewrite_batch(
     storage: &EncryptedStore,
-    counters: &Counters,
+    shared: &Shared,
     batch: Vec<DecryptedValue>,
 ) -> Result<(), StorageError> {
     let outcomes = storage.rewrite(&batch).await?;
     for (value, outcome) in batch.into_iter().zip(outcomes) {
         match outcome {
-            RewriteOutcome::Rewritten(_) => {
-                counters.rewritten.fetch_add(1, Ordering::Relaxed);
-            }
+            RewriteOutcome::Rewritten(w) => shared.rewrote(value.key.as_bytes(), w.revision),
             RewriteOutcome::Deleted => {
-                counters.skipped_deleted.fetch_add(1, Ordering::Relaxed);
+                shared.skipped_deleted.fetch_add(1, Ordering::Relaxed);
             }
             RewriteOutcome::Conflict => {
-                counters.retried.fetch_add(1, Ordering::Relaxed);
-                retry_one(storage, counters, value).await?;
+                shared.retried.fetch_add(1, Ordering::Relaxed);
+                retry_one(storage, shared, value).await?;
             }
             RewriteOutcome::Failed(e) => return Err(e),
         }
@@ -321,22 +414,22 @@ async fn rewrite_batch(
     Ok(())
 }
 
+/// Reads a value that lost its compare again and rewrites it if it is still stale. What is
+/// still contended after a few tries is left for the verification, which reads it again.
 async fn retry_one(
     storage: &EncryptedStore,
-    counters: &Counters,
+    shared: &Shared,
     value: DecryptedValue,
 ) -> Result<(), StorageError> {
     for _ in 0..CONFLICT_RETRIES {
         let current = match storage.get(&value.key).await {
             Ok(Some(current)) => current,
             Ok(None) => {
-                counters.skipped_deleted.fetch_add(1, Ordering::Relaxed);
+                shared.skipped_deleted.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
-            Err(StorageError::Unreadable(_)) => {
-                counters.became_unreadable.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
-            }
+            // Counted by the verification, which reads it again.
+            Err(StorageError::Unreadable(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
         // The concurrent writer wrote it with the write key: nothing left to do.
@@ -344,16 +437,16 @@ async fn retry_one(
             return Ok(());
         }
         match storage.rewrite(std::slice::from_ref(&current)).await?.pop() {
-            Some(RewriteOutcome::Rewritten(_)) => {
-                counters.rewritten.fetch_add(1, Ordering::Relaxed);
+            Some(RewriteOutcome::Rewritten(w)) => {
+                shared.rewrote(current.key.as_bytes(), w.revision);
                 return Ok(());
             }
             Some(RewriteOutcome::Deleted) => {
-                counters.skipped_deleted.fetch_add(1, Ordering::Relaxed);
+                shared.skipped_deleted.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
             Some(RewriteOutcome::Conflict) => {
-                counters.retried.fetch_add(1, Ordering::Relaxed);
+                shared.retried.fetch_add(1, Ordering::Relaxed);
             }
             Some(RewriteOutcome::Failed(e)) => return Err(e),
             None => {
@@ -363,24 +456,5 @@ async fn retry_one(
             }
         }
     }
-    // Left for the verification pass, which reads and rewrites it again.
     Ok(())
-}
-
-/// How many readable values under `ranges` are stale now.
-async fn count_stale(storage: &EncryptedStore, ranges: &[ScanRange]) -> Result<u64, StorageError> {
-    let mut stale = 0;
-    let mut revision = None;
-    for range in ranges {
-        let mut scanner = Scanner::new(storage, range.clone(), revision);
-        while let Some(page) = scanner.next().await? {
-            stale += page
-                .entries
-                .iter()
-                .filter(|e| matches!(e, Ok(v) if v.stale))
-                .count() as u64;
-        }
-        revision = scanner.revision();
-    }
-    Ok(stale)
 }

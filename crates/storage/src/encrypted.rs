@@ -168,6 +168,19 @@ pub struct ScanPage {
     pub more: bool,
 }
 
+/// One page of [`EncryptedStore::scan_revisions`]: keys and their mod revisions.
+#[derive(Debug)]
+pub struct RevisionPage {
+    /// (key, mod revision), in key order.
+    pub keys: Vec<(Vec<u8>, i64)>,
+    /// The revision the page was read at.
+    pub revision: i64,
+    /// The last key read (the next page starts after it).
+    pub last_key: Option<Vec<u8>>,
+    /// Whether keys remain.
+    pub more: bool,
+}
+
 /// What happened to one value of a batched rewrite.
 #[derive(Debug)]
 pub enum RewriteOutcome {
@@ -395,6 +408,7 @@ impl EncryptedStore {
                 limit: options.limit,
                 revision: options.revision,
                 count_remaining: options.count_remaining,
+                keys_only: false,
             })
             .await?;
         let last_key = response.items.last().map(|kv| kv.key.clone());
@@ -437,7 +451,7 @@ impl EncryptedStore {
                 start_after,
                 limit,
                 revision,
-                count_remaining: false,
+                ..ListRequest::default()
             })
             .await?;
         let last_key = response.items.last().map(|kv| kv.key.clone());
@@ -489,6 +503,45 @@ impl EncryptedStore {
             ScanRange::Everything => self.prefix.with_slash(),
             ScanRange::Collection(c) => c.prefix().to_owned(),
         }
+    }
+
+    /// One page of the keys in `range` with their mod revisions, without values (etcd sends
+    /// none): enough to tell which objects changed since a revision. atrest's own records
+    /// are left out, as in [`EncryptedStore::scan`].
+    pub async fn scan_revisions(
+        &self,
+        range: &ScanRange,
+        start_after: Option<Vec<u8>>,
+        revision: Option<i64>,
+        limit: usize,
+    ) -> Result<RevisionPage, StorageError> {
+        let response = self
+            .store
+            .list(ListRequest {
+                prefix: self.range_prefix(range).into_bytes(),
+                start_after,
+                limit,
+                revision,
+                keys_only: true,
+                ..ListRequest::default()
+            })
+            .await?;
+        let last_key = response.items.last().map(|kv| kv.key.clone());
+        let reserved = self.prefix.reserved_root();
+        let keys = response
+            .items
+            .into_iter()
+            .filter(|kv| {
+                !matches!(range, ScanRange::Everything) || !kv.key.starts_with(reserved.as_bytes())
+            })
+            .map(|kv| (kv.key, kv.mod_revision))
+            .collect();
+        Ok(RevisionPage {
+            keys,
+            revision: response.revision,
+            last_key,
+            more: response.more,
+        })
     }
 
     /// Decrypts many values, on several threads when there are many.

@@ -120,7 +120,12 @@ impl KeyPrefix {
     /// Where atrest keeps its own records for this prefix: `<prefix>/atrest/<what>/`. Two
     /// clusters sharing one etcd under different prefixes never see each other's records.
     pub fn reserved(&self, what: &str) -> String {
-        format!("{}{RESERVED_SEGMENT}/{what}/", self.with_slash())
+        format!("{}{what}/", self.reserved_root())
+    }
+
+    /// `<prefix>/atrest/`: everything atrest keeps for itself under this prefix.
+    pub fn reserved_root(&self) -> String {
+        format!("{}{RESERVED_SEGMENT}/", self.with_slash())
     }
 
     /// Where the objects of one resource (optionally in one namespace) live.

@@ -23,7 +23,7 @@ pub mod servers;
 
 pub use chain::ChainHandle;
 pub use encrypted::{
-    DecryptedValue, Direction, EncryptedStore, Entry, EventStream, ListOptions, Page,
+    DecryptedValue, Direction, EncryptedStore, Entry, EventStream, ListOptions, Page, RevisionPage,
     RewriteOutcome, ScanPage, ScanRange, StorageEvent, TransformObserver, Updated, Written,
 };
 pub use error::{ReadError, StorageError, UnreadableValue};

@@ -28,9 +28,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long `open` waits for a first answer: a wrong address or TLS setup fails fast.
 const OPEN_PROBE_BUDGET: Duration = Duration::from_secs(5);
 
-/// Lists are read in pages of at most this many keys, at one revision, so no response
-/// approaches gRPC's message limit however many keys a caller asks for.
-const LIST_PAGE_KEYS: usize = 500;
+/// Lists are read in pages of at most this many keys, at one revision, so no response is
+/// bounded by gRPC's message limit however many keys a caller asks for. Not smaller: etcd
+/// counts the rest of the range on every request, so many small pages cost it more CPU
+/// than the data itself.
+const LIST_PAGE_KEYS: usize = 5000;
 /// The largest list response accepted. A page that is still larger (500 values of
 /// several hundred KiB each) is re-read in halves.
 const LIST_DECODE_LIMIT: usize = 64 * 1024 * 1024;
@@ -289,6 +291,9 @@ impl EtcdStore {
                     }
                     if let Some(revision) = revision {
                         options = options.with_revision(revision);
+                    }
+                    if request.keys_only {
+                        options = options.with_keys_only();
                     }
                     let response = client
                         .kv_client()
@@ -580,6 +585,7 @@ impl Store for EtcdStore {
                 limit: want,
                 revision,
                 count_remaining: request.count_remaining,
+                keys_only: request.keys_only,
             };
             let response = match self.list_page(&page).await {
                 Err(StoreError::Backend(message))
@@ -881,7 +887,7 @@ impl Store for EtcdStore {
                         start_after: start_after.take(),
                         limit: 1000,
                         revision: Some(compacted),
-                        count_remaining: false,
+                        ..ListRequest::default()
                     })
                     .await?;
                 start_after = page.items.last().map(|kv| kv.key.clone());

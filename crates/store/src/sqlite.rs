@@ -911,6 +911,11 @@ fn list_at(tx: &Connection, request: &ListRequest) -> Result<ListResponse> {
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(sqlite_error)?;
+    if request.keys_only {
+        for item in &mut items {
+            item.value = Vec::new();
+        }
+    }
     let more = request.limit != 0 && items.len() > request.limit;
     let mut remaining_count = request.count_remaining.then_some(0);
     if more {

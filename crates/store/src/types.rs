@@ -80,6 +80,9 @@ pub struct ListRequest {
     /// Also count the keys after this page (`ListResponse::remaining_count`). Free on etcd,
     /// a scan of the rest of the range on the embedded store: ask only when it is shown.
     pub count_remaining: bool,
+    /// Return keys and revisions only: every item's `value` is empty. Cheaper for etcd,
+    /// which then sends no values.
+    pub keys_only: bool,
 }
 
 impl ListRequest {

@@ -43,4 +43,5 @@ conformance!(
     errors_never_show_values,
     update_many_applies_each_update_on_its_own,
     unlimited_list_of_many_megabytes,
+    keys_only_lists_carry_revisions_without_values,
 );

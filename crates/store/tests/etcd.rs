@@ -114,8 +114,7 @@ async fn leader_killed_mid_write_loses_no_acknowledged_write() {
                 prefix: b"/kill/".to_vec(),
                 start_after: start_after.take(),
                 limit: 500,
-                revision: None,
-                count_remaining: false,
+                ..ListRequest::default()
             })
             .await
             .unwrap();

@@ -234,6 +234,7 @@ pub async fn paginated_list_reads_one_revision(store: DynStore) {
                 revision: Some(snapshot),
                 // Counted at the list's revision, on the second page only.
                 count_remaining: pages == 1,
+                keys_only: false,
             })
             .await
             .unwrap();
@@ -647,4 +648,40 @@ pub async fn unlimited_list_of_many_megabytes(store: DynStore) {
     assert!(limited.more);
     assert_eq!(limited.remaining_count, Some(7_500));
     assert_eq!(limited.items[..], all[..2_500]);
+}
+
+pub async fn keys_only_lists_carry_revisions_without_values(store: DynStore) {
+    let mut revisions = Vec::new();
+    for i in 0..5 {
+        let key = format!("/ko/k{i}");
+        revisions.push(
+            store
+                .create(key.as_bytes(), b"secret-value", None)
+                .await
+                .unwrap(),
+        );
+    }
+    let updated = store
+        .update(b"/ko/k2", b"changed", revisions[2], None)
+        .await
+        .unwrap();
+    revisions[2] = updated;
+    let listed = store
+        .list(ListRequest {
+            prefix: b"/ko/".to_vec(),
+            keys_only: true,
+            limit: 3,
+            ..ListRequest::default()
+        })
+        .await
+        .unwrap();
+    assert!(listed.more);
+    assert_eq!(
+        keys(&listed.items),
+        vec![b"/ko/k0".to_vec(), b"/ko/k1".to_vec(), b"/ko/k2".to_vec()]
+    );
+    for (kv, revision) in listed.items.iter().zip(&revisions) {
+        assert!(kv.value.is_empty(), "no value in a keys-only list");
+        assert_eq!(kv.mod_revision, *revision);
+    }
 }
