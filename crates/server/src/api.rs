@@ -21,6 +21,9 @@ use crate::status::{self, ApiError};
 pub const DEFAULT_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// How many more names are generated when a generated name is taken (upstream: 7).
+const GENERATE_NAME_RETRIES: usize = 7;
+
 /// How many times a patch is retried when a concurrent write wins the compare-and-swap.
 const PATCH_RETRIES: usize = 5;
 
@@ -330,7 +333,8 @@ impl Api {
         let mut object = request_object(res, path, query, content_type, body)?;
         self.require_namespace(res, path.namespace.as_deref())
             .await?;
-        let name = defaults::prepare_create(&mut object, res)?;
+        let generated = defaults::wants_generated_name(&object);
+        let mut name = defaults::prepare_create(&mut object, res)?;
         defaults::to_storage_version(&mut object, res);
         defaults::apply_defaults(&mut object, res)?;
         let object = bodies::normalize(res, object)?;
@@ -338,10 +342,22 @@ impl Api {
         if dry {
             return Ok(object);
         }
-        let created = self
-            .objects
-            .create(res, path.namespace.as_deref(), &name, object)
-            .await?;
+        // A generated name that is taken is generated again, as kube-apiserver does.
+        let mut object = object;
+        let mut attempts = 0;
+        let created = loop {
+            match self
+                .objects
+                .create(res, path.namespace.as_deref(), &name, object.clone())
+                .await
+            {
+                Err(e) if generated && e.reason == "AlreadyExists" && attempts < GENERATE_NAME_RETRIES => {
+                    attempts += 1;
+                    name = defaults::regenerate_name(&mut object)?;
+                }
+                other => break other?,
+            }
+        };
         self.after_write(res).await?;
         Ok(created)
     }

@@ -109,6 +109,27 @@ pub fn check_namespace(
     }
 }
 
+/// Whether the object asks for a generated name (no name, a generateName).
+pub fn wants_generated_name(object: &Value) -> bool {
+    let meta = object.get("metadata");
+    let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str);
+    let base = meta.and_then(|m| m.get("generateName")).and_then(Value::as_str);
+    name.is_none_or(str::is_empty) && base.is_some_and(|b| !b.is_empty())
+}
+
+/// A new generated name for an object whose generated name was taken.
+pub fn regenerate_name(object: &mut Value) -> Result<String, ApiError> {
+    let meta = metadata_mut(object)?;
+    let base = meta
+        .get("generateName")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let name = format!("{base}{}", name_suffix());
+    meta.insert("name".into(), json!(name));
+    Ok(name)
+}
+
 /// Metadata of a new object: name (or generateName), uid, creationTimestamp, generation.
 pub fn prepare_create(object: &mut Value, res: &ResourceInfo) -> Result<String, ApiError> {
     let meta = metadata_mut(object)?;

@@ -54,7 +54,7 @@ fn generate_config(path: &Path) -> Result<(), String> {
     let key =
         Key::generate(32).map_err(|e| format!("the OS random number generator failed: {e}"))?;
     let text = render(
-        &["secrets".to_string()],
+        &["*.*".to_string()],
         &TemplateProvider::Static {
             kind: "secretbox",
             key_name: "key1",
@@ -113,7 +113,7 @@ pub async fn run(
             let p = options.data_dir.join(GENERATED_CONFIG);
             if !p.exists() {
                 generate_config(&p)?;
-                tracing::info!(path = %p.display(), "no --encryption-provider-config given: generated one (secretbox for secrets, mode 0600)");
+                tracing::info!(path = %p.display(), "no --encryption-provider-config given: generated one (secretbox for every resource, *.*, mode 0600)");
             } else {
                 tracing::info!(path = %p.display(), "using the encryption configuration generated on first start");
             }

@@ -39,8 +39,9 @@ pub struct InitArgs {
     /// The write provider.
     #[arg(long, value_enum, default_value = "secretbox")]
     provider: InitProvider,
-    /// Resources to encrypt, comma-separated (`secrets`, `configmaps`, `*.apps`, `*.*`, ...).
-    #[arg(long, value_delimiter = ',', default_value = "secrets")]
+    /// Resources to encrypt, comma-separated (`secrets`, `configmaps`, `*.apps`, ...). Default:
+    /// every resource (`*.*`), as managed Kubernetes services now encrypt all API data.
+    #[arg(long, value_delimiter = ',', default_value = "*.*")]
     resources: Vec<String>,
     /// Name of the generated key (written into every value it encrypts).
     #[arg(long, default_value = "key1")]

@@ -26,7 +26,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// EncryptionConfiguration file. Without it, serve generates
-    /// <data-dir>/encryption-config.yaml (secretbox for secrets) on first start.
+    /// <data-dir>/encryption-config.yaml (secretbox for every resource, `*.*`) on first start.
     #[arg(long = "encryption-provider-config", value_name = "FILE")]
     encryption_provider_config: Option<PathBuf>,
     /// Re-read the encryption configuration when the file changes; a bad file is refused and
