@@ -1139,5 +1139,153 @@ fn operations_on_an_etcd_the_real_kube_apiserver_wrote_with_it_running() {
         shown["provider"],
         json!({"provider": "aesgcm", "key": "key1"})
     );
+
+    // A key rotation done through kube-apiserver's own API: new first key, then
+    // `reencrypt --via-api` has kube-apiserver rewrite what is stale (and skip what is not).
+    let rotated = write(
+        dir.path(),
+        "rotated.yaml",
+        &config(
+            "secrets",
+            &[
+                provider("aesgcm", "key2", K_OLD),
+                provider("aesgcm", "key1", K_NEW),
+            ],
+        ),
+    );
+    kas.restart(&etcd, &rotated, &[]);
+    let kas_kubeconfig = kas.kubeconfig();
+    let rotated_cfg = rotated.to_str().unwrap();
+    let out = atrest(&[
+        "reencrypt",
+        "--via-api",
+        "--kubeconfig",
+        kas_kubeconfig.to_str().unwrap(),
+        "--encryption-provider-config",
+        rotated_cfg,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = stdout_json(&out);
+    assert_eq!(report["resources"], json!(["secrets"]), "{report:#}");
+    assert!(report["rewritten"].as_u64().unwrap() >= 31, "{report:#}");
+    let out = atrest(&[
+        "status",
+        "-o",
+        "json",
+        "--etcd-servers",
+        &etcd,
+        "--encryption-provider-config",
+        rotated_cfg,
+    ]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+    let stored = etcdctl_get(&cluster.endpoints(), "/registry/secrets/app/s7").unwrap();
+    assert!(stored.starts_with(b"k8s:enc:aesgcm:v1:key2:"));
     drop(kas);
+}
+
+#[test]
+fn reencrypt_through_the_api_of_atrest_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let old = config("secrets", &[provider("secretbox", "k1", K_SB)]);
+    let new = write(
+        dir.path(),
+        "new.yaml",
+        &config(
+            "secrets",
+            &[
+                provider("aesgcm", "k2", K_NEW),
+                provider("secretbox", "k1", K_SB),
+            ],
+        ),
+    );
+    let store = StoreConfig::Embedded {
+        data_dir: data.clone(),
+        compaction: CompactionPolicy::disabled(),
+    };
+    let objects: Vec<_> = (0..1200)
+        .map(|i| {
+            let name = format!("s{i:04}");
+            (
+                secrets(),
+                "default",
+                name.clone(),
+                secret_bytes("default", &name, b"old"),
+            )
+        })
+        .collect();
+    seed(&store, "/registry", &old, &objects);
+    let server = AtrestServer::start(
+        &atrest_bin(),
+        &data,
+        &["--encryption-provider-config", new.to_str().unwrap()],
+    );
+    server
+        .kubectl()
+        .ok(&["create", "secret", "generic", "fresh", "--from-literal=a=b"]);
+    let kubeconfig = server.kubeconfig();
+    let out = atrest(&[
+        "reencrypt",
+        "--via-api",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--resources",
+        "secrets",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = stdout_json(&out);
+    assert_eq!(report["listed"], 1201, "{report:#}");
+    assert_eq!(report["rewritten"], 1200, "{report:#}");
+    assert_eq!(report["alreadyCurrent"], 1, "{report:#}");
+    assert_eq!(report["failed"], 0);
+    let out = atrest(&[
+        "status",
+        "-o",
+        "json",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--encryption-provider-config",
+        new.to_str().unwrap(),
+        "--resources",
+        "secrets",
+    ]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        counts(resource(&stdout_json(&out), "secrets")),
+        [1201, 1201, 0, 0, 0]
+    );
+    // Bad input: a resource the server does not serve, and no kubeconfig.
+    let out = atrest(&[
+        "reencrypt",
+        "--via-api",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--resources",
+        "pods",
+    ]);
+    assert_eq!(code(&out), 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pods"));
+    let out = Command::new(atrest_bin())
+        .args(["reencrypt", "--via-api", "--resources", "secrets"])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
 }

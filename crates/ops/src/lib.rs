@@ -4,7 +4,7 @@
 //! - [`audit`]: what is stored, per resource, provider and key (`atrest status`).
 //! - [`inspect`]: one stored object, decrypted and decoded (`atrest get`).
 //! - [`reencrypt`]: rewrite everything not on its write key, safely beside running servers
-//!   (`atrest reencrypt`).
+//!   (`atrest reencrypt`); [`via_api`] does it through any API server.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -12,5 +12,6 @@ pub mod inspect;
 pub mod progress;
 pub mod reencrypt;
 pub mod scan;
+pub mod via_api;
 
 pub use progress::{NoProgress, Progress};

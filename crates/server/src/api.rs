@@ -351,7 +351,11 @@ impl Api {
                 .create(res, path.namespace.as_deref(), &name, object.clone())
                 .await
             {
-                Err(e) if generated && e.reason == "AlreadyExists" && attempts < GENERATE_NAME_RETRIES => {
+                Err(e)
+                    if generated
+                        && e.reason == "AlreadyExists"
+                        && attempts < GENERATE_NAME_RETRIES =>
+                {
                     attempts += 1;
                     name = defaults::regenerate_name(&mut object)?;
                 }

@@ -113,7 +113,9 @@ pub fn check_namespace(
 pub fn wants_generated_name(object: &Value) -> bool {
     let meta = object.get("metadata");
     let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str);
-    let base = meta.and_then(|m| m.get("generateName")).and_then(Value::as_str);
+    let base = meta
+        .and_then(|m| m.get("generateName"))
+        .and_then(Value::as_str);
     name.is_none_or(str::is_empty) && base.is_some_and(|b| !b.is_empty())
 }
 
