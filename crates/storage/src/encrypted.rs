@@ -445,14 +445,7 @@ impl EncryptedStore {
         limit: usize,
     ) -> Result<ScanPage, StorageError> {
         let response = self
-            .store
-            .list(ListRequest {
-                prefix: self.range_prefix(range).into_bytes(),
-                start_after,
-                limit,
-                revision,
-                ..ListRequest::default()
-            })
+            .list_range(range, start_after, revision, limit, false)
             .await?;
         let last_key = response.items.last().map(|kv| kv.key.clone());
         let keyed = response
@@ -498,6 +491,28 @@ impl EncryptedStore {
         Ok(response.items.len() as u64 + remaining)
     }
 
+    /// One raw page of a range (values stay inside this type).
+    async fn list_range(
+        &self,
+        range: &ScanRange,
+        start_after: Option<Vec<u8>>,
+        revision: Option<i64>,
+        limit: usize,
+        keys_only: bool,
+    ) -> Result<atrest_store::ListResponse, StorageError> {
+        Ok(self
+            .store
+            .list(ListRequest {
+                prefix: self.range_prefix(range).into_bytes(),
+                start_after,
+                limit,
+                revision,
+                keys_only,
+                ..ListRequest::default()
+            })
+            .await?)
+    }
+
     fn range_prefix(&self, range: &ScanRange) -> String {
         match range {
             ScanRange::Everything => self.prefix.with_slash(),
@@ -516,15 +531,7 @@ impl EncryptedStore {
         limit: usize,
     ) -> Result<RevisionPage, StorageError> {
         let response = self
-            .store
-            .list(ListRequest {
-                prefix: self.range_prefix(range).into_bytes(),
-                start_after,
-                limit,
-                revision,
-                keys_only: true,
-                ..ListRequest::default()
-            })
+            .list_range(range, start_after, revision, limit, true)
             .await?;
         let last_key = response.items.last().map(|kv| kv.key.clone());
         let reserved = self.prefix.reserved_root();

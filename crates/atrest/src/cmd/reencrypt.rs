@@ -74,13 +74,13 @@ pub fn run(args: ReencryptArgs) -> CmdResult {
     })?;
     let seconds = started.elapsed().as_secs_f64();
     match args.output {
-        OutputFormat::Json => {
-            let mut value = serde_json::to_value(&report)
-                .map_err(|e| Failure::Error(format!("encoding the summary: {e}")))?;
-            value["complete"] = serde_json::json!(report.complete());
-            value["seconds"] = serde_json::json!(seconds);
-            println!("{value:#}");
-        }
+        OutputFormat::Json => print_summary(
+            &report,
+            &[
+                ("complete", report.complete().into()),
+                ("seconds", seconds.into()),
+            ],
+        )?,
         OutputFormat::Text => print!("{}", render(&report, seconds)),
     }
     if report.complete() {
@@ -157,12 +157,7 @@ fn via_api(args: ReencryptArgs) -> CmdResult {
     })?;
     let seconds = started.elapsed().as_secs_f64();
     match args.output {
-        OutputFormat::Json => {
-            let mut value = serde_json::to_value(&report)
-                .map_err(|e| Failure::Error(format!("encoding the summary: {e}")))?;
-            value["seconds"] = serde_json::json!(seconds);
-            println!("{value:#}");
-        }
+        OutputFormat::Json => print_summary(&report, &[("seconds", seconds.into())])?,
         OutputFormat::Text => {
             println!(
                 "through the API ({}): listed {}, rewritten {} ({:.0}/s), already current {}, \
@@ -186,4 +181,15 @@ fn via_api(args: ReencryptArgs) -> CmdResult {
     } else {
         Err(Failure::Audit)
     }
+}
+
+/// A summary as JSON on stdout, with a few fields added.
+fn print_summary(report: &impl serde::Serialize, extra: &[(&str, serde_json::Value)]) -> CmdResult {
+    let mut value = serde_json::to_value(report)
+        .map_err(|e| Failure::Error(format!("encoding the summary: {e}")))?;
+    for (name, v) in extra {
+        value[*name] = v.clone();
+    }
+    println!("{value:#}");
+    Ok(())
 }
