@@ -46,6 +46,8 @@ enum Command {
     Get(cmd::get::GetArgs),
     /// Rewrite every object not on its write key, in the store, beside running servers.
     Reencrypt(cmd::reencrypt::ReencryptArgs),
+    /// Compact and defragment old revisions away (old plaintext and old-key copies).
+    Purge(cmd::purge::PurgeArgs),
 }
 
 fn main() {
@@ -58,6 +60,7 @@ fn main() {
         Command::Status(args) => cmd::status::status(args),
         Command::Get(args) => cmd::get::get(args),
         Command::Reencrypt(args) => cmd::reencrypt::run(args),
+        Command::Purge(args) => cmd::purge::run(args),
     };
     if let Err(failure) = result {
         failure.exit();

@@ -1289,3 +1289,125 @@ fn reencrypt_through_the_api_of_atrest_serve() {
         .unwrap();
     assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Whether any of `files` holds `needle`.
+fn any_file_contains(files: &[PathBuf], needle: &[u8]) -> bool {
+    files
+        .iter()
+        .any(|f| std::fs::read(f).is_ok_and(|bytes| atrest_testkit::contains(&bytes, needle)))
+}
+
+/// The history audit before and after `purge`, and the canary's bytes in the files.
+fn history_then_purge(store_args: &[String], store: &StoreConfig, files: &[PathBuf], dir: &Path) {
+    let canary = b"CANARY-plaintext-4f1c9e";
+    seed(
+        store,
+        "/registry",
+        &identity_only("secrets"),
+        &[(
+            secrets(),
+            "ns",
+            "canary".into(),
+            secret_bytes("ns", "canary", canary),
+        )],
+    );
+    let enc = write(
+        dir,
+        "enc.yaml",
+        &config("secrets", &[provider("aesgcm", "k", K_NEW)]),
+    );
+    let cfg = enc.display().to_string();
+    let run = |cmd: &[&str]| {
+        let mut args: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        args.extend(store_args.iter().cloned());
+        args.extend([
+            "--encryption-provider-config".into(),
+            cfg.clone(),
+            "-o".into(),
+            "json".into(),
+        ]);
+        atrest(&strs(&args))
+    };
+    let out = run(&["reencrypt"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    // The current state is encrypted, but the old plaintext version is still retained.
+    let out = run(&["status", "--history"]);
+    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stdout));
+    let audit = stdout_json(&out);
+    assert_eq!(audit["upToDate"], true);
+    assert_eq!(audit["history"]["clean"], false);
+    let sec = audit["history"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == "secrets")
+        .unwrap();
+    assert_eq!(sec["plaintext"], 1, "{sec:#}");
+    assert_eq!(sec["versions"], 2, "{sec:#}");
+    assert!(sec["examples"][0]["key"]
+        .as_str()
+        .unwrap()
+        .contains("/registry/secrets/ns/canary"));
+    assert!(
+        any_file_contains(files, canary),
+        "the canary is in the files before purge"
+    );
+    let out = run(&["purge"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let report = stdout_json(&out);
+    assert_eq!(report["compacted"], true);
+    assert!(!report["space"].as_array().unwrap().is_empty());
+    let out = run(&["status", "--history"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(stdout_json(&out)["history"]["clean"], true);
+    for f in files {
+        let bytes = std::fs::read(f).unwrap_or_default();
+        assert!(
+            !atrest_testkit::contains(&bytes, canary),
+            "canary still in {}",
+            f.display()
+        );
+    }
+    // The object itself is intact.
+    let out = run(&["get", "/registry/secrets/ns/canary"]);
+    assert_eq!(code(&out), 0);
+    use base64::Engine as _;
+    assert_eq!(
+        stdout_json(&out)["object"]["data"]["v"],
+        base64::engine::general_purpose::STANDARD.encode(canary)
+    );
+}
+
+#[test]
+fn history_and_purge_on_a_three_member_etcd() {
+    let cluster = EtcdCluster::cluster(3);
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<PathBuf> = (0..3)
+        .map(|i| cluster.log_dir().join(format!("m{i}/member/snap/db")))
+        .collect();
+    assert!(files.iter().all(|f| f.exists()), "{files:?}");
+    history_then_purge(
+        &["--etcd-servers".into(), cluster.endpoints().join(",")],
+        &StoreConfig::etcd(cluster.endpoints()),
+        &files,
+        dir.path(),
+    );
+}
+
+#[test]
+fn history_and_purge_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let store = StoreConfig::Embedded {
+        data_dir: data.clone(),
+        compaction: CompactionPolicy::disabled(),
+    };
+    let files = vec![data.join("state.db"), data.join("state.db-wal")];
+    history_then_purge(
+        &["--data-dir".into(), data.display().to_string()],
+        &store,
+        &files,
+        dir.path(),
+    );
+}

@@ -470,6 +470,43 @@ impl EncryptedStore {
         })
     }
 
+    /// Every retained version (current and not yet compacted) of every key in `range`,
+    /// decrypted, a page at a time in no particular order: what `status --history` audits
+    /// for old plaintext and old keys. atrest's own records are left out.
+    pub fn history_pages<'a>(
+        &'a self,
+        range: &'a ScanRange,
+        prefix: &'a [u8],
+    ) -> BoxStream<'a, Result<Vec<Entry>, StorageError>> {
+        self.store
+            .history_pages(prefix)
+            .then(move |page| async move {
+                let page = page?;
+                let keyed = page
+                    .into_iter()
+                    .filter_map(|kv| {
+                        let key = match range {
+                            ScanRange::Everything => {
+                                match StorageKey::parse(&kv.key, &self.prefix) {
+                                    Err(KeyError::Reserved { .. }) => return None,
+                                    other => other,
+                                }
+                            }
+                            ScanRange::Collection(c) => c.key_of(&kv.key),
+                        };
+                        Some((key, kv))
+                    })
+                    .collect();
+                Ok(self.open_all(keyed).await)
+            })
+            .boxed()
+    }
+
+    /// The key prefix a range covers.
+    pub fn range_bytes(&self, range: &ScanRange) -> Vec<u8> {
+        self.range_prefix(range).into_bytes()
+    }
+
     /// About how many keys `range` holds at `revision` (for progress bars: it also counts
     /// atrest's own records under the prefix).
     pub async fn count(

@@ -13,8 +13,8 @@ use etcd_client::{
 
 use crate::types::prefix_end;
 use crate::{
-    display_key, CasUpdate, KeyValue, LeaseId, ListRequest, ListResponse, Result, Store,
-    StoreError, StoreMetrics, TlsFiles, WatchEvent, WatchStream,
+    display_key, CasUpdate, KeyValue, LeaseId, ListRequest, ListResponse, Result, SpaceReport,
+    Store, StoreError, StoreMetrics, TlsFiles, WatchEvent, WatchStream,
 };
 
 /// Transient failures are retried for this long before the caller sees `Unavailable`.
@@ -183,6 +183,8 @@ fn tls_options(tls: &TlsFiles) -> Result<TlsOptions> {
 /// The etcd-backed store.
 pub(crate) struct EtcdStore {
     client: Client,
+    /// How `client` was connected (TLS included), to reach each member on its own.
+    options: ConnectOptions,
     endpoints: Vec<String>,
     prefix: String,
     metrics: Arc<StoreMetrics>,
@@ -358,7 +360,7 @@ impl EtcdStore {
         } else if any_https {
             options = options.with_tls(TlsOptions::new());
         }
-        let client = Client::connect(endpoints, Some(options))
+        let client = Client::connect(endpoints, Some(options.clone()))
             .await
             .map_err(|e| {
                 StoreError::Unavailable(format!(
@@ -368,6 +370,7 @@ impl EtcdStore {
             })?;
         let store = EtcdStore {
             client,
+            options,
             endpoints: endpoints.to_vec(),
             prefix: prefix.to_string(),
             metrics: Arc::new(StoreMetrics::default()),
@@ -910,6 +913,139 @@ impl Store for EtcdStore {
         versions.sort_by(|a, b| (&a.key, a.mod_revision).cmp(&(&b.key, b.mod_revision)));
         versions.dedup_by(|a, b| a.key == b.key && a.mod_revision == b.mod_revision);
         Ok(versions)
+    }
+
+    fn history_pages<'a>(&'a self, prefix: &'a [u8]) -> crate::HistoryPages<'a> {
+        // The state at the compacted revision, page by page, then every event after it, a
+        // thousand revisions at a time.
+        enum Phase {
+            Start,
+            AtCompacted {
+                compacted: i64,
+                current: i64,
+                after: Option<Vec<u8>>,
+            },
+            Replay {
+                from: i64,
+                current: i64,
+            },
+            Done,
+        }
+        Box::pin(futures::stream::unfold(
+            Phase::Start,
+            move |phase| async move {
+                let step = async {
+                    match phase {
+                        Phase::Start => {
+                            let compacted = self.fetch_compacted_revision().await?;
+                            let current = self.current_revision().await?;
+                            let next = if compacted > 0 {
+                                Phase::AtCompacted {
+                                    compacted,
+                                    current,
+                                    after: None,
+                                }
+                            } else {
+                                Phase::Replay { from: 1, current }
+                            };
+                            Ok(Some((Vec::new(), next)))
+                        }
+                        Phase::AtCompacted {
+                            compacted,
+                            current,
+                            after,
+                        } => {
+                            let page = self
+                                .list(ListRequest {
+                                    prefix: prefix.to_vec(),
+                                    start_after: after,
+                                    limit: 1000,
+                                    revision: Some(compacted),
+                                    ..ListRequest::default()
+                                })
+                                .await?;
+                            let next = if page.more {
+                                Phase::AtCompacted {
+                                    compacted,
+                                    current,
+                                    after: page.items.last().map(|kv| kv.key.clone()),
+                                }
+                            } else {
+                                Phase::Replay {
+                                    from: compacted + 1,
+                                    current,
+                                }
+                            };
+                            Ok(Some((page.items, next)))
+                        }
+                        Phase::Replay { from, current } if from <= current => {
+                            let until = (from + 999).min(current);
+                            let replayed = self
+                                .retry("history replay", |mut client, _| async move {
+                                    replay_history(&mut client, prefix, from, until).await
+                                })
+                                .await?;
+                            Ok(Some((
+                                replayed,
+                                Phase::Replay {
+                                    from: until + 1,
+                                    current,
+                                },
+                            )))
+                        }
+                        Phase::Replay { .. } | Phase::Done => Ok(None),
+                    }
+                };
+                let result: Result<Option<(Vec<KeyValue>, Phase)>> = step.await;
+                match result {
+                    Ok(Some((page, next))) => Some((Ok(page), next)),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(e), Phase::Done)),
+                }
+            },
+        ))
+    }
+
+    async fn defragment(&self) -> Result<Vec<SpaceReport>> {
+        let members = self
+            .retry("member list", |mut client, _| async move {
+                let response = client.member_list().await?;
+                Ok(Ok(response
+                    .members()
+                    .iter()
+                    .filter_map(|m| m.client_urls().first().cloned())
+                    .collect::<Vec<String>>()))
+            })
+            .await?;
+        let mut reports = Vec::new();
+        for url in members {
+            let fail = |what: &str, e: etcd_client::Error| {
+                StoreError::Unavailable(format!("{what} etcd member {url}: {e}"))
+            };
+            let mut member = Client::connect([url.as_str()], Some(self.options.clone()))
+                .await
+                .map_err(|e| fail("connecting to", e))?;
+            let before = member
+                .status()
+                .await
+                .map_err(|e| fail("status of", e))?
+                .db_size();
+            member
+                .defragment()
+                .await
+                .map_err(|e| fail("defragmenting", e))?;
+            let after = member
+                .status()
+                .await
+                .map_err(|e| fail("status of", e))?
+                .db_size();
+            reports.push(SpaceReport {
+                member: url.clone(),
+                bytes_before: u64::try_from(before).unwrap_or(0),
+                bytes_after: u64::try_from(after).unwrap_or(0),
+            });
+        }
+        Ok(reports)
     }
 
     fn metrics(&self) -> Arc<StoreMetrics> {

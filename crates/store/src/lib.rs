@@ -22,11 +22,14 @@ use futures::Stream;
 pub use error::{display_key, StoreError};
 pub use types::{
     prefix_end, CasUpdate, CompactionPolicy, KeyValue, LeaseId, ListRequest, ListResponse,
-    StoreMetrics, WatchEvent,
+    SpaceReport, StoreMetrics, WatchEvent,
 };
 
 /// Result type of every store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Pages of retained versions ([`Store::history_pages`]); ends after an error.
+pub type HistoryPages<'a> = Pin<Box<dyn Stream<Item = Result<Vec<KeyValue>>> + Send + 'a>>;
 
 /// A stream of watch events. It ends when the store is dropped or after yielding an error.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent>> + Send>>;
@@ -100,6 +103,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Every retained version (current and not yet compacted) of every key under `prefix`,
     /// ordered by key then mod revision. Used to audit old revisions for plaintext.
     async fn history(&self, prefix: &[u8]) -> Result<Vec<KeyValue>>;
+
+    /// The same versions as [`Store::history`], a page at a time (in no particular order),
+    /// so memory does not grow with the history.
+    fn history_pages<'a>(&'a self, prefix: &'a [u8]) -> HistoryPages<'a> {
+        Box::pin(futures::stream::once(self.history(prefix)))
+    }
+
+    /// Rewrites the store's files so that space freed by compaction (and the old values it
+    /// held) leaves them: every etcd member is defragmented, the embedded database is
+    /// vacuumed. Reports the space of each before and after.
+    async fn defragment(&self) -> Result<Vec<SpaceReport>> {
+        Err(StoreError::InvalidArgument(format!(
+            "{} cannot be defragmented",
+            self.describe()
+        )))
+    }
 
     /// Counters for monitoring (compactions and their failures).
     fn metrics(&self) -> Arc<StoreMetrics>;

@@ -12,8 +12,8 @@ use tokio::sync::{oneshot, watch};
 
 use crate::types::prefix_end;
 use crate::{
-    display_key, CompactionPolicy, KeyValue, LeaseId, ListRequest, ListResponse, Result, Store,
-    StoreError, StoreMetrics, WatchEvent, WatchStream,
+    display_key, CompactionPolicy, KeyValue, LeaseId, ListRequest, ListResponse, Result,
+    SpaceReport, Store, StoreError, StoreMetrics, WatchEvent, WatchStream,
 };
 
 /// Name of the database file inside the data dir.
@@ -180,6 +180,8 @@ enum WriteOp {
     },
     /// Retry the vacuum/checkpoint of an earlier compaction that a reader blocked.
     Scrub,
+    /// Rebuild the database file (VACUUM) and truncate the WAL.
+    Defragment,
 }
 
 enum WriteOutcome {
@@ -423,15 +425,19 @@ fn writer_loop(mut conn: Connection, requests: mpsc::Receiver<WriteRequest>, sha
                     Err(_) => break,
                 }
             }
-            let (compactions, writes): (Vec<_>, Vec<_>) = batch
-                .into_iter()
-                .partition(|r| matches!(r.op, WriteOp::Compact { .. } | WriteOp::Scrub));
+            let (compactions, writes): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| {
+                matches!(
+                    r.op,
+                    WriteOp::Compact { .. } | WriteOp::Scrub | WriteOp::Defragment
+                )
+            });
             if !writes.is_empty() {
                 commit_batch(&mut conn, writes, shared);
             }
             for request in compactions {
                 let result = match request.op {
                     WriteOp::Compact { revision } => compact(&mut conn, revision, shared),
+                    WriteOp::Defragment => defragment(&conn),
                     _ => {
                         scrub_files(&conn, shared);
                         Ok(())
@@ -663,7 +669,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteOutcome> {
             }
             Ok(WriteOutcome::Done)
         }
-        WriteOp::Compact { .. } | WriteOp::Scrub => Err(StoreError::Backend(
+        WriteOp::Compact { .. } | WriteOp::Scrub | WriteOp::Defragment => Err(StoreError::Backend(
             "compaction cannot run inside a write batch".to_string(),
         )),
     }
@@ -757,6 +763,22 @@ fn compact(conn: &mut Connection, revision: i64, shared: &Shared) -> Result<()> 
 /// Returns freed pages to the OS and truncates the WAL, where pre-compaction page images
 /// (with the old values) would otherwise stay. Failures are logged and counted, and the
 /// automatic compactor retries until it succeeds.
+/// VACUUM rebuilds the whole file from live pages only (with `secure_delete` the freed pages
+/// were zeroed already; this also returns them to the file system), then the WAL is
+/// checkpointed and truncated.
+fn defragment(conn: &Connection) -> Result<()> {
+    conn.execute_batch("VACUUM;").map_err(sqlite_error)?;
+    let busy: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+        .map_err(sqlite_error)?;
+    if busy != 0 {
+        return Err(StoreError::Backend(
+            "the WAL could not be truncated: a reader holds an old snapshot; try again".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn scrub_files(conn: &Connection, shared: &Shared) {
     shared.scrub_pending.store(true, Ordering::SeqCst);
     let vacuumed = conn.execute_batch("PRAGMA incremental_vacuum;");
@@ -1120,6 +1142,60 @@ impl Store for SqliteStore {
             WriteOutcome::Done => Ok(()),
             _ => Err(unexpected_outcome()),
         }
+    }
+
+    async fn defragment(&self) -> Result<Vec<SpaceReport>> {
+        let size = |path: &Path| {
+            let wal = path.with_extension("db-wal");
+            std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+                + std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+        };
+        let before = size(&self.shared.path);
+        match self.write(WriteOp::Defragment).await? {
+            WriteOutcome::Done => {}
+            _ => return Err(unexpected_outcome()),
+        }
+        Ok(vec![SpaceReport {
+            member: self.shared.path.display().to_string(),
+            bytes_before: before,
+            bytes_after: size(&self.shared.path),
+        }])
+    }
+
+    fn history_pages<'a>(&'a self, prefix: &'a [u8]) -> crate::HistoryPages<'a> {
+        // Rows in revision order, a thousand at a time; `None` once the last page is out.
+        Box::pin(futures::stream::unfold(
+            Some(0i64),
+            move |after| async move {
+                let after = after?;
+                let prefix = prefix.to_vec();
+                let page = self
+                    .shared
+                    .read(move |tx| {
+                        let (range, mut values) = range_condition(&prefix, None);
+                        values.push(after.into());
+                        tx.prepare_cached(&format!(
+                            "SELECT {ROW_COLUMNS} FROM kine AS k WHERE {range} AND k.deleted = 0 \
+                         AND k.id > ? ORDER BY k.id LIMIT 1000"
+                        ))
+                        .and_then(|mut s| {
+                            s.query_map(rusqlite::params_from_iter(values), Row::from_sql)?
+                                .map(|row| row.map(Row::into_key_value))
+                                .collect::<rusqlite::Result<Vec<_>>>()
+                        })
+                        .map_err(sqlite_error)
+                    })
+                    .await;
+                match page {
+                    Ok(page) if page.is_empty() => None,
+                    Ok(page) => {
+                        let next = page.last().map(|kv| kv.mod_revision);
+                        Some((Ok(page), next))
+                    }
+                    Err(e) => Some((Err(e), None)),
+                }
+            },
+        ))
     }
 
     async fn compacted_revision(&self) -> Result<i64> {

@@ -109,6 +109,17 @@ pub struct ListResponse {
     pub remaining_count: Option<i64>,
 }
 
+/// The space one place of a store uses, before and after a defragmentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpaceReport {
+    /// The etcd member (its client URL) or the embedded database file.
+    pub member: String,
+    /// Bytes before.
+    pub bytes_before: u64,
+    /// Bytes after.
+    pub bytes_after: u64,
+}
+
 /// One change seen by a watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {

@@ -44,4 +44,5 @@ conformance!(
     update_many_applies_each_update_on_its_own,
     unlimited_list_of_many_megabytes,
     keys_only_lists_carry_revisions_without_values,
+    history_pages_hold_every_retained_version_and_defragment_reports,
 );

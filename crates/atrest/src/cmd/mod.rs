@@ -4,6 +4,7 @@ pub mod config;
 pub mod crypt;
 pub mod get;
 pub mod offline;
+pub mod purge;
 pub mod reencrypt;
 pub mod serve;
 pub mod status;

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use atrest_ops::audit::{audit, Audit, AuditOptions};
+use atrest_ops::history::{audit_history, HistoryAudit};
 use clap::Args;
 
 use super::offline::{parse_resources, runtime, OfflineArgs};
@@ -27,6 +28,11 @@ pub struct StatusArgs {
     /// Output format (json: with a top-level `upToDate`).
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     output: OutputFormat,
+    /// Also read every retained old revision (until compaction, etcd and the embedded store
+    /// keep them) and report versions that are plaintext where the configuration encrypts,
+    /// or on keys it no longer has; exit 3 if any (`atrest purge` removes them).
+    #[arg(long)]
+    history: bool,
 }
 
 pub fn status(args: StatusArgs) -> CmdResult {
@@ -34,22 +40,40 @@ pub fn status(args: StatusArgs) -> CmdResult {
         resources: parse_resources(&args.resources)?,
     };
     let runtime = runtime()?;
-    let result = runtime.block_on(async {
+    let (result, history) = runtime.block_on(async {
         let storage = args.offline.open().await?;
         let progress = CliProgress::new(args.output == OutputFormat::Json);
-        audit(&storage, &options, &progress)
+        let result = audit(&storage, &options, &progress)
             .await
-            .map_err(|e| Failure::Error(e.to_string()))
+            .map_err(|e| Failure::Error(e.to_string()))?;
+        let history = match args.history {
+            true => Some(
+                audit_history(&storage, &options, &progress)
+                    .await
+                    .map_err(|e| Failure::Error(e.to_string()))?,
+            ),
+            false => None,
+        };
+        Ok::<_, Failure>((result, history))
     })?;
     match args.output {
         OutputFormat::Json => {
-            let text = serde_json::to_string_pretty(&result)
+            let mut value = serde_json::to_value(&result)
                 .map_err(|e| Failure::Error(format!("encoding the audit: {e}")))?;
-            println!("{text}");
+            if let Some(h) = &history {
+                value["history"] = serde_json::to_value(h)
+                    .map_err(|e| Failure::Error(format!("encoding the audit: {e}")))?;
+            }
+            println!("{value:#}");
         }
-        OutputFormat::Text => print!("{}", render(&result)),
+        OutputFormat::Text => {
+            print!("{}", render(&result));
+            if let Some(h) = &history {
+                print!("{}", render_history(h));
+            }
+        }
     }
-    if result.up_to_date {
+    if result.up_to_date && history.as_ref().is_none_or(|h| h.clean) {
         Ok(())
     } else {
         Err(Failure::Audit)
@@ -203,6 +227,36 @@ pub fn render(audit: &Audit) -> String {
             out,
             "NOT up to date: {}; `atrest reencrypt` rewrites stale and plaintext objects",
             problems.join("; ")
+        );
+    }
+    out
+}
+
+/// The history section.
+pub fn render_history(h: &HistoryAudit) -> String {
+    let mut out = format!(
+        "\nHISTORY ({} retained versions, compacted up to revision {})\n",
+        h.versions, h.compacted_revision
+    );
+    for r in &h.resources {
+        let _ = writeln!(
+            out,
+            "  {}: {} versions, {} plaintext, {} unreadable{}",
+            r.resource,
+            r.versions,
+            r.plaintext,
+            r.unreadable,
+            if r.covered { "" } else { " (not covered)" }
+        );
+        for e in &r.examples {
+            let _ = writeln!(out, "    {}: {}", e.key, e.reason);
+        }
+    }
+    if h.clean {
+        out.push_str("history clean: no old plaintext or old-key copies retained\n");
+    } else {
+        out.push_str(
+            "history NOT clean: old copies remain; `atrest purge` compacts and defragments them away\n",
         );
     }
     out

@@ -685,3 +685,46 @@ pub async fn keys_only_lists_carry_revisions_without_values(store: DynStore) {
         assert_eq!(kv.mod_revision, *revision);
     }
 }
+
+pub async fn history_pages_hold_every_retained_version_and_defragment_reports(store: DynStore) {
+    let r1 = store.create(b"/hp/a", b"a1", None).await.unwrap();
+    let r2 = store.update(b"/hp/a", b"a2", r1, None).await.unwrap();
+    store.create(b"/hp/b", b"b1", None).await.unwrap();
+    for i in 0..1500 {
+        store
+            .create(format!("/hp/many/{i:04}").as_bytes(), b"m", None)
+            .await
+            .unwrap();
+    }
+    store.update(b"/hp/a", b"a3", r2, None).await.unwrap();
+    let mut paged = Vec::new();
+    let mut pages = 0;
+    let mut stream = store.history_pages(b"/hp/");
+    while let Some(page) = stream.next().await {
+        pages += 1;
+        paged.extend(page.unwrap());
+    }
+    drop(stream);
+    assert!(pages >= 2, "paged");
+    let mut whole = store.history(b"/hp/").await.unwrap();
+    paged.sort_by(|a, b| (&a.key, a.mod_revision).cmp(&(&b.key, b.mod_revision)));
+    whole.sort_by(|a, b| (&a.key, a.mod_revision).cmp(&(&b.key, b.mod_revision)));
+    assert_eq!(paged.len(), whole.len());
+    assert_eq!(paged, whole);
+    let a: Vec<&[u8]> = paged
+        .iter()
+        .filter(|kv| kv.key == b"/hp/a")
+        .map(|kv| kv.value.as_slice())
+        .collect();
+    assert_eq!(a, [&b"a1"[..], b"a2", b"a3"]);
+    let reports = store.defragment().await.unwrap();
+    assert!(!reports.is_empty());
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.bytes_before > 0 && r.bytes_after > 0),
+        "{reports:?}"
+    );
+    // Data survives the rewrite.
+    assert_eq!(store.get(b"/hp/a").await.unwrap().unwrap().value, b"a3");
+}
