@@ -1,5 +1,5 @@
 //! Exit codes of the command-line contract: 0 ok, 1 error, 2 usage, 3 an audit found a
-//! problem.
+//! problem (or a server did not converge), 4 waiting for a confirmation no terminal can give.
 
 use std::fmt;
 
@@ -13,6 +13,9 @@ pub enum Failure {
     Reported,
     /// An audit found a problem and printed it (exit 3).
     Audit,
+    /// Failed with a specific exit code of the contract (3: did not converge, 4: waiting
+    /// for a confirmation no terminal can give); the message says what.
+    Code(i32, String),
 }
 
 impl Failure {
@@ -28,6 +31,10 @@ impl Failure {
             }
             Failure::Reported => std::process::exit(1),
             Failure::Audit => std::process::exit(3),
+            Failure::Code(code, m) => {
+                eprintln!("atrest: error: {m}");
+                std::process::exit(code)
+            }
         }
     }
 }

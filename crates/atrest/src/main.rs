@@ -48,6 +48,9 @@ enum Command {
     Reencrypt(cmd::reencrypt::ReencryptArgs),
     /// Compact and defragment old revisions away (old plaintext and old-key copies).
     Purge(cmd::purge::PurgeArgs),
+    /// Rotate keys in one resumable command: add, wait for every server, promote, wait,
+    /// reencrypt, drop the old key.
+    Rotate(Box<cmd::rotate::RotateArgs>),
 }
 
 fn main() {
@@ -61,6 +64,7 @@ fn main() {
         Command::Get(args) => cmd::get::get(args),
         Command::Reencrypt(args) => cmd::reencrypt::run(args),
         Command::Purge(args) => cmd::purge::run(args),
+        Command::Rotate(args) => cmd::rotate::run(*args),
     };
     if let Err(failure) = result {
         failure.exit();

@@ -3,184 +3,22 @@
 //! etcd that the real kube-apiserver wrote.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use atrest_encryption::kms::NoKmsConnector;
-use atrest_encryption::{EncryptionConfig, GroupResource, ParseOptions, ProviderChain};
-use atrest_storage::{ChainHandle, EncryptedStore, KeyPrefix};
+use atrest_encryption::GroupResource;
 use atrest_store::{CompactionPolicy, StoreConfig, TlsFiles};
 use atrest_testkit::etcd::EtcdCluster;
 use atrest_testkit::upstream::KubeApiServer;
 use atrest_testkit::{embedded_get, etcdctl_get, AtrestServer};
 use serde_json::{json, Value};
 
-const K_NEW: &str = "er+42Uj8deiLT9sUFFwycEqLPW+Egt0EDVTWPsF3MDM=";
-const K_SB: &str = "N/hsuQeHOMNw8H6NO1g7rTjCdfNK7QVq1uqO7KQZL6E=";
-const K_OLD: &str = "MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI=";
-const K_GONE: &str = "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=";
-
-fn atrest_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_atrest"))
-}
-
-/// One provider block with one key.
-fn provider(kind: &str, name: &str, secret: &str) -> String {
-    format!("      - {kind}:\n          keys:\n            - name: {name}\n              secret: {secret}\n")
-}
-
-/// A configuration for `resources` with these provider blocks (identity last).
-fn config(resources: &str, providers: &[String]) -> String {
-    format!(
-        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [{resources}]\n    providers:\n{}      - identity: {{}}\n",
-        providers.concat()
-    )
-}
-
-fn identity_only(resources: &str) -> String {
-    format!(
-        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [{resources}]\n    providers:\n      - identity: {{}}\n"
-    )
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn chain(yaml: &str) -> ProviderChain {
-    let config =
-        EncryptionConfig::parse(yaml.as_bytes(), "test.yaml", ParseOptions::default()).unwrap();
-    ProviderChain::build(&config, &NoKmsConnector).unwrap()
-}
-
-/// A Secret as kube-apiserver stores it (protobuf), so servers can read what tests seed.
-fn secret_bytes(ns: &str, name: &str, payload: &[u8]) -> Vec<u8> {
-    use base64::Engine as _;
-    let object = json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": name,
-            "namespace": ns,
-            "uid": format!("00000000-0000-0000-0000-{:012}", name.len()),
-            "creationTimestamp": "2026-01-01T00:00:00Z",
-        },
-        "data": {"v": base64::engine::general_purpose::STANDARD.encode(payload)},
-        "type": "Opaque",
-    });
-    atrest_api::codec::encode_protobuf(&object).unwrap()
-}
-
-/// Writes objects straight into a store, encrypted with `yaml`'s write providers.
-fn seed(
-    store: &StoreConfig,
-    prefix: &str,
-    yaml: &str,
-    objects: &[(GroupResource, &str, String, Vec<u8>)],
-) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let raw = atrest_store::open(store.clone()).await.unwrap();
-        let storage =
-            EncryptedStore::new(raw, ChainHandle::new(chain(yaml)), KeyPrefix::new(prefix));
-        let writes = objects.iter().map(|(gr, ns, name, bytes)| {
-            let storage = storage.clone();
-            async move {
-                let key = storage.key(gr, Some(ns), name).unwrap();
-                storage.create(&key, bytes, None).await.unwrap();
-            }
-        });
-        use futures::StreamExt;
-        let mut writes = futures::stream::iter(writes).buffer_unordered(32);
-        while writes.next().await.is_some() {}
-    });
-}
-
-/// The embedded store's current revision (it moves with every write).
-fn embedded_revision(data_dir: &Path) -> i64 {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let store = atrest_store::open(StoreConfig::Embedded {
-            data_dir: data_dir.to_path_buf(),
-            compaction: CompactionPolicy::disabled(),
-        })
-        .await
-        .unwrap();
-        store.current_revision().await.unwrap()
-    })
-}
-
-fn secrets() -> GroupResource {
-    GroupResource::new("", "secrets")
-}
-
-fn configmaps() -> GroupResource {
-    GroupResource::new("", "configmaps")
-}
-
-fn atrest(args: &[&str]) -> Output {
-    Command::new(atrest_bin()).args(args).output().unwrap()
-}
-
-fn atrest_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(atrest_bin());
-    command.args(args);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.output().unwrap()
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-fn stdout_json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}):\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn resource<'a>(audit: &'a Value, name: &str) -> &'a Value {
-    audit["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["resource"] == name)
-        .unwrap_or_else(|| panic!("no {name} in {audit:#}"))
-}
-
-fn counts(r: &Value) -> [u64; 5] {
-    ["objects", "current", "stale", "plaintext", "undecryptable"].map(|f| r[f].as_u64().unwrap())
-}
-
-fn tls_args(cluster: &EtcdCluster) -> Vec<String> {
-    let tls = cluster.tls.as_ref().unwrap();
-    vec![
-        "--etcd-servers".into(),
-        cluster.endpoints().join(","),
-        "--etcd-cafile".into(),
-        tls.ca_file.display().to_string(),
-        "--etcd-certfile".into(),
-        tls.cert_file.display().to_string(),
-        "--etcd-keyfile".into(),
-        tls.key_file.display().to_string(),
-    ]
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
+use common::*;
 #[test]
 fn status_and_reencrypt_on_etcd_with_client_certificates() {
     let cluster = EtcdCluster::single_tls();

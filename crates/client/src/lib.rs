@@ -282,6 +282,23 @@ impl KubeClient {
         Ok(Response { status, body })
     }
 
+    /// GET a text page (`/metrics`), an error for any status but 2xx.
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let response = self.request(http::Method::GET, path, None).await?;
+        if !(200..300).contains(&response.status) {
+            return Err(ClientError::Status {
+                method: "GET".into(),
+                path: path.into(),
+                status: response.status,
+                message: String::from_utf8_lossy(&response.body)
+                    .chars()
+                    .take(200)
+                    .collect(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&response.body).into_owned())
+    }
+
     /// GET and parse JSON, an error for any status but 2xx.
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
         let response = self.request(http::Method::GET, path, None).await?;

@@ -194,11 +194,12 @@ impl Tally {
 
     fn finish(mut self) -> ResourceAudit {
         let write = self.write;
+        let covered = self.audit.covered;
         self.audit.keys = self
             .keys
             .into_iter()
             .map(|(key, objects)| KeyCount {
-                write: key.provider == write.provider && key.key == write.key,
+                write: covered && key.provider == write.provider && key.key == write.key,
                 key,
                 objects,
             })

@@ -7,6 +7,8 @@
 //! - [`inspect`]: one stored object, decrypted and decoded (`atrest get`).
 //! - [`reencrypt`]: rewrite everything not on its write key, safely beside running servers
 //!   (`atrest reencrypt`); [`via_api`] does it through any API server.
+//! - [`rotate`]: add key → every server loaded → promote → reencrypt → drop the old key,
+//!   resumable, state in the store (`atrest rotate`).
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -15,6 +17,7 @@ pub mod inspect;
 pub mod progress;
 pub mod purge;
 pub mod reencrypt;
+pub mod rotate;
 pub mod scan;
 pub mod via_api;
 

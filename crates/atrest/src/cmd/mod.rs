@@ -6,6 +6,7 @@ pub mod get;
 pub mod offline;
 pub mod purge;
 pub mod reencrypt;
+pub mod rotate;
 pub mod serve;
 pub mod status;
 

@@ -92,6 +92,19 @@ impl OfflineArgs {
         ))
     }
 
+    /// The provider chain of configuration bytes read from `path`.
+    pub fn chain_of(&self, bytes: &[u8], path: &std::path::Path) -> Result<ProviderChain, Failure> {
+        let options = atrest_encryption::ParseOptions {
+            reload: false,
+            allow_kms_v1: self.gates.kms_v1()?,
+        };
+        let config =
+            atrest_encryption::EncryptionConfig::parse(bytes, &path.display().to_string(), options)
+                .map_err(Failure::from)?;
+        ProviderChain::build(&config, &NoKmsConnector)
+            .map_err(|e| Failure::Error(format!("{}: {e}", path.display())))
+    }
+
     /// Opens the store (offline tools never compact) and builds the provider chain.
     pub async fn open(&self) -> Result<EncryptedStore, Failure> {
         let config_path = self.config_path()?;
