@@ -130,6 +130,11 @@ impl OfflineArgs {
     }
 }
 
+/// The provider chain of a parsed configuration, as offline commands build it.
+pub fn build_chain(config: &atrest_encryption::EncryptionConfig) -> Result<ProviderChain, String> {
+    ProviderChain::build(config, &NoKmsConnector).map_err(|e| e.to_string())
+}
+
 /// `--resources secrets,configmaps,pandas.awesome.bears.example`, as the configuration
 /// spells resources (no wildcards: these name what to read).
 pub fn parse_resources(list: &[String]) -> Result<Option<Vec<GroupResource>>, Failure> {

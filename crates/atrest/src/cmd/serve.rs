@@ -104,7 +104,7 @@ pub fn serve(args: ServeArgs) -> CmdResult {
         .map_err(Failure::Error)
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

@@ -33,9 +33,25 @@ pub struct StatusArgs {
     /// or on keys it no longer has; exit 3 if any (`atrest purge` removes them).
     #[arg(long)]
     history: bool,
+    /// Serve the status as a page in the browser instead of printing it: coverage per
+    /// resource, keys, servers, rotation, history and KMS, updated live (the store is
+    /// scanned at most once every 10 s). Prints a one-time login link; runs until Ctrl-C.
+    #[arg(long, conflicts_with_all = ["output", "history"])]
+    web: bool,
+    /// Where `--web` listens (loopback by default: the page is plain HTTP).
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        default_value = "127.0.0.1:8080",
+        requires = "web"
+    )]
+    listen: std::net::SocketAddr,
 }
 
 pub fn status(args: StatusArgs) -> CmdResult {
+    if args.web {
+        return web(args);
+    }
     let options = AuditOptions {
         resources: parse_resources(&args.resources)?,
     };
@@ -78,6 +94,50 @@ pub fn status(args: StatusArgs) -> CmdResult {
     } else {
         Err(Failure::Audit)
     }
+}
+
+/// `status --web`: the page on plain HTTP, one login link printed.
+fn web(args: StatusArgs) -> CmdResult {
+    use std::sync::Arc;
+    if args.output == OutputFormat::Json {
+        return Err(Failure::Usage("--web serves a page; drop -o json".into()));
+    }
+    crate::logging::init();
+    let config_file = args.offline.config_path()?;
+    let parse = atrest_encryption::ParseOptions {
+        reload: false,
+        allow_kms_v1: args.offline.gates.kms_v1()?,
+    };
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let storage = args.offline.open().await?;
+        let source = atrest_web::ScanSource {
+            storage,
+            config_file: config_file.clone(),
+            chain: Box::new(atrest_web::snapshot::FileChain {
+                path: config_file,
+                parse,
+                build: super::offline::build_chain,
+            }),
+        };
+        let tokens = Arc::new(atrest_web::MemoryTokens::default());
+        let token = tokens.mint().map_err(Failure::Error)?;
+        let page = Arc::new(atrest_web::StatusPage::new("/", source, tokens, false));
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| Failure::Error(format!("--listen {}: {e}", args.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure::Error(format!("--listen {}: {e}", args.listen)))?;
+        println!(
+            "status page: open http://{addr}{} (a one-time link; Ctrl-C stops)",
+            page.login_path(&token)
+        );
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        atrest_web::serve_http(page, listener, super::serve::shutdown_signal()).await;
+        Ok::<_, Failure>(())
+    })
 }
 
 fn count(n: u64) -> String {

@@ -50,6 +50,18 @@ pub enum Step {
     Done,
 }
 
+/// Every step, in the order a rotation takes them.
+pub const STEPS: [Step; 8] = [
+    Step::AddKey,
+    Step::WaitAdded,
+    Step::Promote,
+    Step::WaitPromoted,
+    Step::Reencrypt,
+    Step::RemoveOld,
+    Step::WaitRemoved,
+    Step::Done,
+];
+
 impl Step {
     pub fn as_str(self) -> &'static str {
         match self {
