@@ -51,6 +51,8 @@ enum Command {
     /// Rotate keys in one resumable command: add, wait for every server, promote, wait,
     /// reencrypt, drop the old key.
     Rotate(Box<cmd::rotate::RotateArgs>),
+    /// Print a one-time login link to the status page of a running `atrest serve`.
+    UiUrl(cmd::ui_url::UiUrlArgs),
 }
 
 fn main() {
@@ -65,6 +67,7 @@ fn main() {
         Command::Reencrypt(args) => cmd::reencrypt::run(args),
         Command::Purge(args) => cmd::purge::run(args),
         Command::Rotate(args) => cmd::rotate::run(*args),
+        Command::UiUrl(args) => cmd::ui_url::run(args),
     };
     if let Err(failure) = result {
         failure.exit();

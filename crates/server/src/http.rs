@@ -42,6 +42,8 @@ pub struct HttpServer {
     pub checks: Vec<(String, Check)>,
     /// `host:port` clients should use (discovery's serverAddressByClientCIDRs).
     pub advertise: String,
+    /// The status page under `/ui/` (its own login: browsers have no bearer token).
+    pub ui: Option<Arc<atrest_web::StatusPage>>,
 }
 
 impl std::fmt::Debug for HttpServer {
@@ -191,6 +193,10 @@ impl HttpServer {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
+        if let Some(ui) = self.ui.as_ref().filter(|_| path == "/ui" || path.starts_with("/ui/")) {
+            let page = ui.handle(&method, req.uri(), req.headers()).await;
+            return page.map(|b| b.map_err(|never: Infallible| match never {}).boxed_unsync());
+        }
         let authorization = req
             .headers()
             .get(header::AUTHORIZATION)

@@ -250,15 +250,39 @@ pub async fn run(
         ));
     }
 
+    // The status page, with its login links in the store (so `atrest ui-url` can mint
+    // one for this server).
+    let ui_tokens = Arc::new(atrest_web::StoreTokens::new(store.clone(), prefix.clone()));
+    let ui = Arc::new(atrest_web::StatusPage::new(
+        "/ui/",
+        atrest_web::ScanSource {
+            storage: EncryptedStore::new(store.clone(), chain.clone(), prefix.clone()),
+            config_file: config_path.clone(),
+            chain: Box::new(atrest_web::snapshot::LiveChain {
+                path: config_path.clone(),
+                parse: ParseOptions {
+                    reload: options.automatic_reload,
+                    allow_kms_v1: options.allow_kms_v1,
+                },
+            }),
+        },
+        ui_tokens.clone(),
+        true,
+    ));
+    let ui_login = match ui_tokens.mint().await {
+        Ok(token) => format!("{url}{}", ui.login_path(&token)),
+        Err(e) => format!("(no login link: {e}; `atrest ui-url` mints one)"),
+    };
     let http = Arc::new(HttpServer {
         api,
         authenticator,
         checks,
         advertise: addr.to_string(),
+        ui: Some(ui),
     });
     tracing::info!(%url, kubeconfig = %kubeconfig_path.display(), config = %config_path.display(), "serving");
     eprintln!(
-        "atrest: serving on {url}\natrest: kubectl --kubeconfig {}",
+        "atrest: serving on {url}\natrest: kubectl --kubeconfig {}\natrest: status page (one-time link): {ui_login}",
         kubeconfig_path.display()
     );
     http.serve(listener, tls_config, shutdown, options.shutdown_grace)

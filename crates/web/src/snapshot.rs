@@ -97,11 +97,12 @@ pub struct Snapshot {
 
 /// Where the chain comes from: `status --web` re-reads the file before every scan (a
 /// rotation changes it); `serve` uses the chain its reload loop keeps current.
+#[async_trait::async_trait]
 pub trait ChainSource: Send + Sync {
     /// Makes `storage` read with the configuration in force and returns it, parsed.
     fn refresh(&self, storage: &EncryptedStore) -> Result<EncryptionConfig, String>;
     /// Health of each KMS provider, by name, where the host can probe it.
-    fn kms_health(&self) -> Vec<(String, Result<(), String>)> {
+    async fn kms_health(&self, _storage: &EncryptedStore) -> Vec<(String, Result<(), String>)> {
         Vec::new()
     }
 }
@@ -138,7 +139,7 @@ impl ScanSource {
             .map_err(|e| format!("reading the rotation state: {e}"))?
             .map(|(state, _)| rotation_view(&state, &audit));
         let keys = config_keys(&config, &audit);
-        let health = self.chain.kms_health();
+        let health = self.chain.kms_health(&self.storage).await;
         let kms = config
             .kms_providers()
             .map(|k| {
@@ -294,6 +295,7 @@ pub struct FileChain {
     pub build: fn(&EncryptionConfig) -> Result<atrest_encryption::ProviderChain, String>,
 }
 
+#[async_trait::async_trait]
 impl ChainSource for FileChain {
     fn refresh(&self, storage: &EncryptedStore) -> Result<EncryptionConfig, String> {
         let config = read_config(&self.path, self.parse)?;
@@ -302,6 +304,40 @@ impl ChainSource for FileChain {
             storage.chain().replace(chain);
         }
         Ok(config)
+    }
+}
+
+/// `atrest serve`: the chain is the server's own (its reload loop replaces it); the file
+/// is parsed for the page's key table, and KMS plugins are probed as `/readyz` probes them.
+#[derive(Debug)]
+pub struct LiveChain {
+    pub path: PathBuf,
+    pub parse: atrest_encryption::ParseOptions,
+}
+
+#[async_trait::async_trait]
+impl ChainSource for LiveChain {
+    fn refresh(&self, _storage: &EncryptedStore) -> Result<EncryptionConfig, String> {
+        read_config(&self.path, self.parse)
+    }
+
+    async fn kms_health(&self, storage: &EncryptedStore) -> Vec<(String, Result<(), String>)> {
+        let chain = storage.chain().current();
+        if !chain.has_kms() {
+            return Vec::new();
+        }
+        let failures = chain.refresh_kms().await;
+        let config = match read_config(&self.path, self.parse) {
+            Ok(c) => c,
+            Err(_) => return Vec::new(),
+        };
+        config
+            .kms_providers()
+            .map(|k| {
+                let failed = failures.iter().find(|(name, _)| name == &k.name);
+                (k.name.clone(), failed.map_or(Ok(()), |(_, e)| Err(e.to_string())).map(|_| ()))
+            })
+            .collect()
     }
 }
 

@@ -9,6 +9,7 @@ pub mod reencrypt;
 pub mod rotate;
 pub mod serve;
 pub mod status;
+pub mod ui_url;
 
 use std::path::{Path, PathBuf};
 
