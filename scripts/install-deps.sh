@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what atrest's build and tests need on a Debian machine. Build: protoc (etcd-client's
 # build), libsodium and pkg-config (secretbox). Tests: etcd (server and etcdctl), openssl and
-# curl, Python's cryptography + PyNaCl (the independent cross-check under tests/interop).
+# curl, headless Chromium and ChromeDriver (the status page's browser tests), Python's cryptography + PyNaCl (the independent cross-check under tests/interop).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -13,6 +13,8 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 [ -e /usr/include/sodium.h ] || need_apt+=(libsodium-dev)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

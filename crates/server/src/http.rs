@@ -193,7 +193,11 @@ impl HttpServer {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        if let Some(ui) = self.ui.as_ref().filter(|_| path == "/ui" || path.starts_with("/ui/")) {
+        if let Some(ui) = self
+            .ui
+            .as_ref()
+            .filter(|_| path == "/ui" || path.starts_with("/ui/"))
+        {
             let page = ui.handle(&method, req.uri(), req.headers()).await;
             return page.map(|b| b.map_err(|never: Infallible| match never {}).boxed_unsync());
         }

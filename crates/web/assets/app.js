@@ -78,8 +78,9 @@ function resourceItem(r) {
     bar, counts, verdict);
   if (r.undecryptableKeys && r.undecryptableKeys.length) {
     const list = el("ul", { class: "plain-list" });
-    for (const u of r.undecryptableKeys) list.append(el("li", {}, el("code", { text: u.key }), " " + u.reason));
-    li.append(list);
+    for (const u of r.undecryptableKeys) list.append(el("li", {}, el("code", { text: u.key }), el("br"), u.reason));
+    const shown = r.undecryptableKeys.length < r.undecryptable ? " (first " + r.undecryptableKeys.length + ")" : "";
+    li.append(el("details", { class: "unreadable" }, el("summary", { text: "Which objects cannot be read, and why" + shown }), list));
   }
   return li;
 }
@@ -193,7 +194,13 @@ function draw(s) {
     summary.textContent = "Up to date: every covered object (" + a.objects + " objects in all) is encrypted with its write key.";
   } else {
     summary.dataset.state = "not-up-to-date";
-    summary.textContent = "Not up to date: " + problems.map((r) => r.resource).join(", ") + " need work.";
+    summary.textContent = "Not up to date: " + problems.map((r) => {
+      const parts = [];
+      if (r.stale) parts.push(r.stale + " stale");
+      if (r.plaintext) parts.push(r.plaintext + " plaintext");
+      if (r.undecryptable) parts.push(r.undecryptable + " undecryptable");
+      return r.resource + " (" + parts.join(", ") + ")";
+    }).join("; ") + ".";
   }
   const meta = document.getElementById("meta");
   meta.dataset.scan = String(s.scan);

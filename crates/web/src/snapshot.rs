@@ -335,7 +335,12 @@ impl ChainSource for LiveChain {
             .kms_providers()
             .map(|k| {
                 let failed = failures.iter().find(|(name, _)| name == &k.name);
-                (k.name.clone(), failed.map_or(Ok(()), |(_, e)| Err(e.to_string())).map(|_| ()))
+                (
+                    k.name.clone(),
+                    failed
+                        .map_or(Ok(()), |(_, e)| Err(e.to_string()))
+                        .map(|_| ()),
+                )
             })
             .collect()
     }

@@ -1,6 +1,5 @@
 //! `atrest ui-url`: a new one-time login link to the status page of a running `atrest serve`.
 
-
 use atrest_storage::KeyPrefix;
 use clap::Args;
 
