@@ -395,7 +395,22 @@ fn curl(server: &AtrestServer, args: &[&str]) -> (u16, String, String) {
 fn serve_shows_the_page_under_ui_after_a_one_time_login() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = AtrestServer::start(&atrest_bin(), &data, &[]);
+    let cfg = write(
+        dir.path(),
+        "config.yaml",
+        &config("secrets", &[provider("secretbox", "key1", K_SB)]),
+    );
+    let server = AtrestServer::start(
+        &atrest_bin(),
+        &data,
+        &[
+            "--encryption-provider-config",
+            cfg.to_str().unwrap(),
+            "--encryption-provider-config-automatic-reload",
+            "--encryption-provider-config-reload-interval",
+            "1",
+        ],
+    );
     let kubectl = Kubectl::new(&data.join("admin.kubeconfig"), &dir.path().join("cache"));
     for i in 0..3 {
         kubectl.ok(&[
@@ -496,4 +511,58 @@ fn serve_shows_the_page_under_ui_after_a_one_time_login() {
     );
     browser.screenshot(&artifacts().join("serve-ui-1280x800.png"));
     assert!(!browser.html().contains(CANARY));
+
+    // A rotation, converged through the server's heartbeat; the page shows where it got.
+    let out = atrest(&[
+        "rotate",
+        "-o",
+        "json",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--encryption-provider-config",
+        cfg.to_str().unwrap(),
+        "--timeout",
+        "60s",
+        "--poll",
+        "300ms",
+    ]);
+    assert_eq!(common::code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    browser.wait_until("the finished rotation", Duration::from_secs(60), |b| {
+        b.eval(
+            "return document.querySelector('#rotation').dataset.step;",
+            json!([]),
+        ) == "done"
+    });
+    assert_eq!(count(&browser, "[data-rotation-done]"), Some(3));
+    assert_eq!(count(&browser, "[data-rotation-total]"), Some(3));
+    assert_eq!(
+        count(
+            &browser,
+            "li[data-resource=\"secrets\"] [data-count=\"current\"]"
+        ),
+        Some(3)
+    );
+    let write_key = browser
+        .text("li[data-resource=\"secrets\"] [data-write-key]")
+        .unwrap();
+    assert!(
+        write_key.starts_with("secretbox:") && write_key != "secretbox:key1",
+        "the new key writes: {write_key}"
+    );
+    assert_eq!(
+        count(
+            &browser,
+            "tr[data-key=\"0:secretbox:key1\"] [data-count=\"objects\"]"
+        ),
+        None,
+        "the old key is gone from the configuration"
+    );
+    browser.screenshot(&artifacts().join("serve-ui-rotated-1280x800.png"));
+    let html = browser.html();
+    assert!(!html.contains(CANARY));
+    let rotated = std::fs::read_to_string(&cfg).unwrap();
+    for line in rotated.lines().filter(|l| l.contains("secret:")) {
+        let key = line.split("secret:").nth(1).unwrap().trim();
+        assert!(!html.contains(key), "the page shows the new key");
+    }
 }
