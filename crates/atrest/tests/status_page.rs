@@ -526,7 +526,12 @@ fn serve_shows_the_page_under_ui_after_a_one_time_login() {
         "--poll",
         "300ms",
     ]);
-    assert_eq!(common::code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        common::code(&out),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     browser.wait_until("the finished rotation", Duration::from_secs(60), |b| {
         b.eval(
             "return document.querySelector('#rotation').dataset.step;",

@@ -14,6 +14,7 @@ pub mod defaults;
 pub mod discovery;
 pub mod http;
 pub mod metrics;
+pub mod migration;
 pub mod objects;
 pub mod request;
 pub mod resources;

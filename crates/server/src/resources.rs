@@ -43,6 +43,9 @@ pub struct ResourceInfo {
     pub key_segment: String,
     /// `additionalPrinterColumns` of each served version (custom resources).
     pub printer_columns: BTreeMap<String, Vec<Value>>,
+    /// Defined by a CustomResourceDefinition in the store (replaced when CRDs change),
+    /// rather than served by the server itself.
+    pub from_crd: bool,
 }
 
 impl ResourceInfo {
@@ -109,6 +112,29 @@ impl ResourceInfo {
             builtin: Some(builtin),
             key_segment,
             printer_columns: BTreeMap::new(),
+            from_crd: false,
+        }
+    }
+
+    /// `storagemigration.k8s.io` StorageVersionMigration: served by the server itself but
+    /// handled like a cluster-scoped custom resource (JSON in the store, schema-less, a
+    /// status subresource); `migration.rs` runs them.
+    fn storage_version_migrations() -> Self {
+        ResourceInfo {
+            group: crate::migration::GROUP.into(),
+            versions: vec!["v1beta1".into(), "v1".into()],
+            plural: crate::migration::PLURAL.into(),
+            singular: "storageversionmigration".into(),
+            kind: "StorageVersionMigration".into(),
+            namespaced: false,
+            short_names: Vec::new(),
+            categories: Vec::new(),
+            encoding: StorageEncoding::Json,
+            builtin: None,
+            // A group of kube-apiserver's own: stored without the group, as upstream does.
+            key_segment: crate::migration::PLURAL.into(),
+            printer_columns: BTreeMap::new(),
+            from_crd: false,
         }
     }
 
@@ -173,6 +199,7 @@ impl ResourceInfo {
             encoding: StorageEncoding::Json,
             builtin: None,
             printer_columns,
+            from_crd: true,
         })
     }
 }
@@ -224,6 +251,7 @@ impl Registry {
                 // Upstream stores CRD objects as JSON whatever the media type.
                 StorageEncoding::Json,
             ),
+            ResourceInfo::storage_version_migrations(),
         ];
         Registry {
             resources: resources.into_iter().map(Arc::new).collect(),
@@ -236,7 +264,7 @@ impl Registry {
             resources: self
                 .resources
                 .iter()
-                .filter(|r| r.builtin.is_some())
+                .filter(|r| !r.from_crd)
                 .cloned()
                 .collect(),
         };

@@ -192,6 +192,10 @@ pub async fn run(
     // Background tasks.
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(watch_crds(api.clone())));
+    tasks.push(tokio::spawn(crate::migration::run(
+        api.clone(),
+        server_id.clone(),
+    )));
     // What this server has in force, shared by the reload loop (which changes it) and the
     // heartbeat (which publishes it).
     let state = Arc::new(std::sync::Mutex::new(ServerRecord {
