@@ -41,8 +41,9 @@ pub struct GetArgs {
     output: GetFormat,
 }
 
-pub fn get(args: GetArgs) -> CmdResult {
-    let prefix = KeyPrefix::new(&args.offline.etcd_prefix);
+pub fn get(mut args: GetArgs) -> CmdResult {
+    args.offline.resolve()?;
+    let prefix = KeyPrefix::new(args.offline.prefix());
     let key = match StorageKey::parse(args.key.as_bytes(), &prefix) {
         Ok(key) => key,
         Err(e) => return Err(Failure::Error(format!("{e}"))),

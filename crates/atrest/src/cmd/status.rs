@@ -35,7 +35,8 @@ pub struct StatusArgs {
     history: bool,
 }
 
-pub fn status(args: StatusArgs) -> CmdResult {
+pub fn status(mut args: StatusArgs) -> CmdResult {
+    args.offline.resolve()?;
     let options = AuditOptions {
         resources: parse_resources(&args.resources)?,
     };
