@@ -222,3 +222,163 @@ fn manifest_errors_name_the_file_and_the_flag() {
         stderr(&out)
     );
 }
+
+/// `etcdctl snapshot save` from an etcd with client certificates.
+fn save_snapshot(cluster: &EtcdCluster, file: &Path) {
+    let tls = cluster.tls.as_ref().unwrap();
+    let out = std::process::Command::new(atrest_testkit::ETCDCTL)
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(&cluster.endpoints()[0])
+        .arg("--cacert")
+        .arg(&tls.ca_file)
+        .arg("--cert")
+        .arg(&tls.cert_file)
+        .arg("--key")
+        .arg(&tls.key_file)
+        .arg("snapshot")
+        .arg("save")
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "etcdctl snapshot save: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn status_and_get_on_a_snapshot_answer_as_on_the_live_etcd() {
+    let cluster = EtcdCluster::single_tls();
+    let enc_dir = tempfile::tempdir().unwrap();
+    let current = config(
+        "secrets",
+        &[
+            provider("aesgcm", "new", K_NEW),
+            provider("aescbc", "old", K_OLD),
+        ],
+    );
+    write(enc_dir.path(), "enc.yaml", &current);
+    let node = Node::new(
+        &cluster,
+        &with_encryption(&minikube_manifest(), enc_dir.path()),
+    );
+    let store = tls_store(&cluster);
+    let s = |name: &str| {
+        (
+            secrets(),
+            "ns",
+            name.to_string(),
+            secret_bytes("ns", name, name.as_bytes()),
+        )
+    };
+    seed(&store, "/registry", &current, &[s("gcm1"), s("gcm2")]);
+    seed(
+        &store,
+        "/registry",
+        &config("secrets", &[provider("aescbc", "old", K_OLD)]),
+        &[s("cbc")],
+    );
+    seed(
+        &store,
+        "/registry",
+        &identity_only("secrets"),
+        &[s("plain"), s("deleted")],
+    );
+    seed(
+        &store,
+        "/registry",
+        &identity_only("configmaps"),
+        &[(configmaps(), "ns", "c1".into(), b"{}".to_vec())],
+    );
+    // A deleted key must not come back from the snapshot.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let raw = atrest_store::open(store.clone()).await.unwrap();
+        raw.delete(b"/registry/secrets/ns/deleted", None)
+            .await
+            .unwrap();
+    });
+    let snap = node.path("backup.db");
+    save_snapshot(&cluster, &snap);
+    let m = node.manifest_arg();
+    let snap_arg = snap.display().to_string();
+
+    let live = atrest(&["status", "--manifest", &m, "-o", "json"]);
+    let from_file = atrest(&[
+        "status",
+        "--manifest",
+        &m,
+        "--etcd-snapshot",
+        &snap_arg,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code(&live), 3, "{}", stderr(&live));
+    assert_eq!(code(&from_file), 3, "{}", stderr(&from_file));
+    let (live, from_file) = (stdout_json(&live), stdout_json(&from_file));
+    assert_eq!(counts(resource(&live, "secrets")), [4, 2, 1, 1, 0]);
+    assert_eq!(live["resources"], from_file["resources"]);
+    assert_eq!(live["upToDate"], from_file["upToDate"]);
+
+    for key in [
+        "/registry/secrets/ns/gcm1",
+        "/registry/secrets/ns/cbc",
+        "/registry/secrets/ns/plain",
+    ] {
+        for output in ["json", "raw"] {
+            let live = atrest(&["get", key, "--manifest", &m, "-o", output]);
+            let from_file = atrest(&[
+                "get",
+                key,
+                "--manifest",
+                &m,
+                "--etcd-snapshot",
+                &snap_arg,
+                "-o",
+                output,
+            ]);
+            assert_eq!(code(&live), 0, "{}", stderr(&live));
+            assert_eq!(code(&from_file), 0, "{}", stderr(&from_file));
+            assert_eq!(live.stdout, from_file.stdout, "{key} -o {output}");
+        }
+    }
+    let out = atrest(&[
+        "get",
+        "/registry/secrets/ns/deleted",
+        "--manifest",
+        &m,
+        "--etcd-snapshot",
+        &snap_arg,
+    ]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+
+    // With no etcd at all (stopped), the snapshot and the configuration are enough.
+    drop(cluster);
+    let out = atrest(&[
+        "get",
+        "/registry/secrets/ns/gcm1",
+        "--etcd-snapshot",
+        &snap_arg,
+        "--encryption-provider-config",
+        enc_dir.path().join("enc.yaml").to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout_json(&out)["object"]["metadata"]["name"], "gcm1");
+
+    // A damaged backup is an error naming the file.
+    let mut bytes = std::fs::read(&snap).unwrap();
+    bytes.truncate(bytes.len() - 100);
+    std::fs::write(&snap, &bytes).unwrap();
+    let out = atrest(&["status", "--etcd-snapshot", &snap_arg, "--manifest", &m]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&snap_arg) && err.contains("truncated"),
+        "{err}"
+    );
+}

@@ -64,6 +64,21 @@ pub struct OfflineArgs {
     pub encryption_provider_config: Option<PathBuf>,
     #[command(flatten)]
     pub gates: FeatureGateArgs,
+    /// Set by the read-only commands' --etcd-snapshot: the etcd snapshot file to read
+    /// instead of a store.
+    #[arg(skip)]
+    pub snapshot: Option<PathBuf>,
+}
+
+/// `--etcd-snapshot FILE` of the read-only commands (status, get).
+#[derive(Debug, Args, Clone)]
+pub struct SnapshotArg {
+    /// Read an etcd snapshot file instead of a live store: the output of `etcdctl
+    /// snapshot save` (its SHA-256 is checked), or a copy of a member's member/snap/db.
+    /// Read-only, no etcd needed: the recovery path from a backup. The etcd flags are then
+    /// not used; --etcd-prefix and the configuration still are (also from --manifest).
+    #[arg(long = "etcd-snapshot", value_name = "FILE")]
+    pub etcd_snapshot: Option<PathBuf>,
 }
 
 impl OfflineArgs {
@@ -123,7 +138,7 @@ impl OfflineArgs {
             return Ok(p.clone());
         }
         let generated = self.data_dir.join(atrest_server::serve::GENERATED_CONFIG);
-        if self.etcd_servers.is_empty() && generated.exists() {
+        if self.etcd_servers.is_empty() && self.snapshot.is_none() && generated.exists() {
             return Ok(generated);
         }
         Err(Failure::Usage(
@@ -152,14 +167,10 @@ impl OfflineArgs {
         let config = super::load_config(&config_path, false, &self.gates)?;
         let chain = ProviderChain::build(&config, &NoKmsConnector)
             .map_err(|e| Failure::Error(format!("{}: {e}", config_path.display())))?;
-        if self.etcd_servers.is_empty() && !self.data_dir.join("state.db").exists() {
-            return Err(Failure::Error(format!(
-                "no embedded store in --data-dir {} (no state.db); give --data-dir of an \
-                 `atrest serve`, or --etcd-servers",
-                self.data_dir.display()
-            )));
-        }
-        let store_config = self.store_args().config(false)?;
+        let store_config = match &self.snapshot {
+            Some(file) => atrest_store::StoreConfig::Snapshot { file: file.clone() },
+            None => self.live_store_config()?,
+        };
         let store = atrest_store::open(store_config)
             .await
             .map_err(|e| Failure::Error(format!("opening the store: {e}")))?;
@@ -168,6 +179,17 @@ impl OfflineArgs {
             ChainHandle::new(chain),
             KeyPrefix::new(self.prefix()),
         ))
+    }
+
+    fn live_store_config(&self) -> Result<atrest_store::StoreConfig, Failure> {
+        if self.etcd_servers.is_empty() && !self.data_dir.join("state.db").exists() {
+            return Err(Failure::Error(format!(
+                "no embedded store in --data-dir {} (no state.db); give --data-dir of an \
+                 `atrest serve`, or --etcd-servers",
+                self.data_dir.display()
+            )));
+        }
+        self.store_args().config(false)
     }
 }
 
