@@ -4,6 +4,7 @@
 //! commands need (etcd access, the encryption configuration, host paths behind container
 //! paths), and the edits `atrest cluster enable` makes to it.
 
+pub mod edit;
 mod manifest;
 
 pub use manifest::{ApiServerManifest, EtcdAccess, ManifestError, Volume, VolumeMount};
