@@ -51,6 +51,10 @@ enum Command {
     /// Rotate keys in one resumable command: add, wait for every server, promote, wait,
     /// reencrypt, drop the old key.
     Rotate(Box<cmd::rotate::RotateArgs>),
+    /// Real clusters: enable encryption at rest on a kubeadm or minikube control-plane node
+    /// (kube-apiserver's static-pod manifest) in one command.
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCommand),
 }
 
 fn main() {
@@ -65,6 +69,7 @@ fn main() {
         Command::Reencrypt(args) => cmd::reencrypt::run(args),
         Command::Purge(args) => cmd::purge::run(args),
         Command::Rotate(args) => cmd::rotate::run(*args),
+        Command::Cluster(c) => cmd::cluster::run(c),
     };
     if let Err(failure) = result {
         failure.exit();
