@@ -382,3 +382,218 @@ fn status_and_get_on_a_snapshot_answer_as_on_the_live_etcd() {
         "{err}"
     );
 }
+
+/// Plays kubelet for one static pod: runs the real kube-apiserver with the manifest's etcd
+/// and encryption flags (container paths mapped to host paths through its hostPath volumes),
+/// and restarts it whenever the manifest file changes. Other flags (ports, serving
+/// certificates, authentication) are the harness's own.
+struct Kubelet {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    kubeconfig: PathBuf,
+    restarts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn kas_flags(manifest: &Path) -> (String, Vec<String>) {
+    let m = atrest_cluster::ApiServerManifest::load(manifest).unwrap();
+    let etcd = m.etcd().unwrap();
+    let mut flags = Vec::new();
+    for (name, value) in [
+        ("etcd-cafile", etcd.ca_file),
+        ("etcd-certfile", etcd.cert_file),
+        ("etcd-keyfile", etcd.key_file),
+        (
+            "encryption-provider-config",
+            m.encryption_provider_config().unwrap(),
+        ),
+    ] {
+        if let Some(v) = value {
+            flags.push(format!("--{name}={}", v.display()));
+        }
+    }
+    if let Some(v) = m.flag("encryption-provider-config-automatic-reload") {
+        flags.push(format!("--encryption-provider-config-automatic-reload={v}"));
+    }
+    flags.push(format!("--etcd-prefix={}", etcd.prefix));
+    (etcd.servers.join(","), flags)
+}
+
+impl Kubelet {
+    /// `None` when the upstream kube-apiserver is not on this machine.
+    fn start(manifest: &Path, base_config: &Path) -> Option<Self> {
+        use atrest_testkit::upstream::KubeApiServer;
+        use std::sync::atomic::Ordering;
+        let (url, flags) = kas_flags(manifest);
+        let mut server = KubeApiServer::start(&url, base_config, &strs(&flags))?;
+        let kubeconfig = server.kubeconfig();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let restarts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (manifest, base) = (manifest.to_path_buf(), base_config.to_path_buf());
+        let (stop2, restarts2) = (stop.clone(), restarts.clone());
+        let thread = std::thread::spawn(move || {
+            let mut seen = std::fs::read(&manifest).unwrap();
+            while !stop2.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let now = std::fs::read(&manifest).unwrap();
+                if now != seen {
+                    seen = now;
+                    let (url, flags) = kas_flags(&manifest);
+                    restarts2.fetch_add(1, Ordering::SeqCst);
+                    server.restart(&url, &base, &strs(&flags));
+                }
+            }
+            server.stop();
+        });
+        Some(Kubelet {
+            stop,
+            thread: Some(thread),
+            kubeconfig,
+            restarts,
+        })
+    }
+
+    fn kubectl(&self, dir: &Path) -> atrest_testkit::Kubectl {
+        atrest_testkit::Kubectl::new(&self.kubeconfig, &dir.join("kubectl-cache"))
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn raw_get(store: &StoreConfig, key: &str) -> Option<Vec<u8>> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let raw = atrest_store::open(store.clone()).await.unwrap();
+        raw.get(key.as_bytes()).await.unwrap().map(|kv| kv.value)
+    })
+}
+
+#[test]
+fn cluster_enable_encrypts_a_running_kube_apiserver_through_its_manifest() {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = EtcdCluster::single_tls();
+    let node = Node::new(&cluster, &minikube_manifest());
+    let base = write(node.root.path(), "identity.yaml", &identity_only("secrets"));
+    let Some(kubelet) = Kubelet::start(&node.manifest, &base) else {
+        return;
+    };
+    let kubectl = kubelet.kubectl(node.root.path());
+    for name in ["db", "api", "tls"] {
+        kubectl.ok(&[
+            "create",
+            "secret",
+            "generic",
+            name,
+            &format!("--from-literal=password=plain-{name}"),
+        ]);
+    }
+    let store = tls_store(&cluster);
+    let before = raw_get(&store, "/registry/secrets/default/db").unwrap();
+    assert!(
+        atrest_testkit::contains(&before, b"plain-db"),
+        "written in plain text first"
+    );
+    let original = std::fs::read_to_string(&node.manifest).unwrap();
+    let m = node.manifest_arg();
+    let enc = node.path("enc");
+    let backups = node.path("backup");
+    let kubeconfig = kubelet.kubeconfig.display().to_string();
+    let enable = || {
+        atrest(&[
+            "cluster",
+            "enable",
+            "--manifest",
+            &m,
+            "--config-dir",
+            enc.to_str().unwrap(),
+            "--kubeconfig",
+            &kubeconfig,
+            "--backup-dir",
+            backups.to_str().unwrap(),
+            "--timeout",
+            "240",
+        ])
+    };
+
+    let out = enable();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(code(&out), 0, "{text}\n{}", stderr(&out));
+    assert!(text.contains("backed up the manifest to"), "{text}");
+    assert_eq!(
+        kubelet.restarts.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+
+    // Every secret is encrypted in etcd, and kube-apiserver reads them.
+    for name in ["db", "api", "tls"] {
+        let stored = raw_get(&store, &format!("/registry/secrets/default/{name}")).unwrap();
+        assert!(stored.starts_with(b"k8s:enc:secretbox:v1:key1:"), "{name}");
+        assert!(!atrest_testkit::contains(&stored, name.as_bytes()));
+        let secret = kubectl.json(&["get", "secret", name]);
+        use base64::Engine as _;
+        assert_eq!(
+            secret["data"]["password"],
+            base64::engine::general_purpose::STANDARD.encode(format!("plain-{name}"))
+        );
+    }
+    // The manifest: every original line kept, in order; exactly the additions.
+    let edited = std::fs::read_to_string(&node.manifest).unwrap();
+    let mut old = original.lines().peekable();
+    let mut added = Vec::new();
+    for line in edited.lines() {
+        if old.peek() == Some(&line) {
+            old.next();
+        } else {
+            added.push(line.to_string());
+        }
+    }
+    assert_eq!(old.next(), None);
+    let dir = enc.display().to_string();
+    assert_eq!(
+        added,
+        [
+            format!("    - --encryption-provider-config={dir}/encryption-config.yaml"),
+            "    - --encryption-provider-config-automatic-reload=true".into(),
+            format!("    - mountPath: {dir}"),
+            "      name: atrest-encryption-config".into(),
+            "      readOnly: true".into(),
+            "  - hostPath:".into(),
+            format!("      path: {dir}"),
+            "      type: DirectoryOrCreate".into(),
+            "    name: atrest-encryption-config".into(),
+        ]
+    );
+    // The backup is the original, outside the manifests directory; key material is private.
+    let backup_files: Vec<PathBuf> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(backup_files.len(), 1);
+    assert_eq!(std::fs::read_to_string(&backup_files[0]).unwrap(), original);
+    assert_eq!(
+        std::fs::read_dir(node.path("manifests")).unwrap().count(),
+        1,
+        "nothing else in the manifests directory"
+    );
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&enc), 0o700);
+    assert_eq!(mode(&enc.join("encryption-config.yaml")), 0o600);
+
+    let out = atrest(&["status", "--manifest", &m, "-o", "json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(counts(resource(&stdout_json(&out), "secrets"))[1], 3);
+
+    // Twice: a no-op.
+    let out = enable();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already enabled"));
+    assert_eq!(std::fs::read_to_string(&node.manifest).unwrap(), edited);
+    assert_eq!(std::fs::read_dir(&backups).unwrap().count(), 1);
+    drop(kubelet);
+}
