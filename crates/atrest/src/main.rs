@@ -53,6 +53,10 @@ enum Command {
     Rotate(Box<cmd::rotate::RotateArgs>),
     /// Print a one-time login link to the status page of a running `atrest serve`.
     UiUrl(cmd::ui_url::UiUrlArgs),
+    /// Real clusters: enable encryption at rest on a kubeadm or minikube control-plane node
+    /// (kube-apiserver's static-pod manifest) in one command.
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCommand),
 }
 
 fn main() {
@@ -68,6 +72,7 @@ fn main() {
         Command::Purge(args) => cmd::purge::run(args),
         Command::Rotate(args) => cmd::rotate::run(*args),
         Command::UiUrl(args) => cmd::ui_url::run(args),
+        Command::Cluster(c) => cmd::cluster::run(c),
     };
     if let Err(failure) = result {
         failure.exit();

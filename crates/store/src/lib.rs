@@ -1,13 +1,15 @@
 #![forbid(unsafe_code)]
 //! atrest's object store: ordered byte keys, one global revision per write,
 //! compare-and-swap, watch, compaction and leases, with two backends behind one trait:
-//! an embedded SQLite database (the default) and a real etcd cluster.
+//! an embedded SQLite database (the default) and a real etcd cluster; and a read-only one
+//! over an etcd snapshot file (a bbolt database read directly).
 //!
 //! The store only ever sees bytes; encryption happens above it. The guarantees every
 //! backend gives are written down in `crates/store/DESIGN.md`.
 
 mod error;
 mod etcd;
+mod snapshot;
 mod sqlite;
 mod types;
 
@@ -159,6 +161,12 @@ pub enum StoreConfig {
         /// Client TLS, required for `https://` endpoints that need client certificates.
         tls: Option<TlsFiles>,
     },
+    /// An etcd snapshot file (`etcdctl snapshot save`, or a member's `member/snap/db`),
+    /// read-only: every write fails.
+    Snapshot {
+        /// The file.
+        file: PathBuf,
+    },
 }
 
 impl StoreConfig {
@@ -196,6 +204,10 @@ pub async fn open(config: StoreConfig) -> Result<Arc<dyn Store>> {
             tls,
         } => {
             let store = etcd::EtcdStore::connect(&endpoints, &prefix, tls.as_ref()).await?;
+            Ok(Arc::new(store))
+        }
+        StoreConfig::Snapshot { file } => {
+            let store = snapshot::SnapshotStore::open(&file).await?;
             Ok(Arc::new(store))
         }
     }

@@ -59,6 +59,40 @@ fn binary(upstream: &Path) -> PathBuf {
     kas
 }
 
+/// Starts kube-apiserver.sh in `dir` and writes `dir/kubeconfig` for it.
+fn launch(
+    upstream: &Path,
+    kas: &Path,
+    dir: &Path,
+    port: u16,
+    etcd_url: &str,
+    config: &Path,
+    extra: &[&str],
+) -> Child {
+    let log = std::fs::File::create(dir.join("kube-apiserver.log")).unwrap();
+    let child = Command::new("bash")
+        .arg(upstream.join("kube-apiserver.sh"))
+        .args(extra)
+        .env("ETCD_URL", etcd_url)
+        .env("PORT", port.to_string())
+        .env("DATA_DIR", dir)
+        .env("CONFIG", config)
+        .env("KAS", kas)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    std::fs::write(
+        dir.join("kubeconfig"),
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kas\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: kas\n  context:\n    cluster: kas\n    user: admin\ncurrent-context: kas\n"
+        ),
+    )
+    .unwrap();
+    child
+}
+
 /// A running kube-apiserver. Stop it (drop) before its etcd: it hangs on shutdown otherwise.
 #[derive(Debug)]
 pub struct KubeApiServer {
@@ -95,28 +129,7 @@ impl KubeApiServer {
         config: &Path,
         extra: &[&str],
     ) -> Self {
-        let log = std::fs::File::create(dir.path().join("kube-apiserver.log")).unwrap();
-        let child = Command::new("bash")
-            .arg(upstream.join("kube-apiserver.sh"))
-            .args(extra)
-            .env("ETCD_URL", etcd_url)
-            .env("PORT", port.to_string())
-            .env("DATA_DIR", dir.path())
-            .env("CONFIG", config)
-            .env("KAS", kas)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: kas\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: kas\n  context:\n    cluster: kas\n    user: admin\ncurrent-context: kas\n"
-            ),
-        )
-        .unwrap();
+        let child = launch(upstream, kas, dir.path(), port, etcd_url, config, extra);
         let mut server = KubeApiServer {
             port,
             dir,
@@ -124,6 +137,34 @@ impl KubeApiServer {
         };
         server.wait_ready();
         server
+    }
+
+    /// Restarts with other flags on the same port and data directory (what kubelet does
+    /// when a static pod's manifest changes); `Err` with its log if it does not start. The
+    /// server stays stopped then, and may be restarted again.
+    pub fn try_restart(
+        &mut self,
+        etcd_url: &str,
+        config: &Path,
+        extra: &[&str],
+    ) -> Result<(), String> {
+        self.stop();
+        let upstream = upstream_dir().ok_or("no upstream material")?;
+        let kas = binary(&upstream);
+        self.child = Some(launch(
+            &upstream,
+            &kas,
+            self.dir.path(),
+            self.port,
+            etcd_url,
+            config,
+            extra,
+        ));
+        let result = self.try_wait_ready();
+        if result.is_err() {
+            self.stop();
+        }
+        result
     }
 
     /// Restarts with another configuration (same data directory, port and etcd).
@@ -151,23 +192,30 @@ impl KubeApiServer {
     }
 
     fn wait_ready(&mut self) {
+        if let Err(e) = self.try_wait_ready() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!(
+                return Err(format!(
                     "kube-apiserver exited with {status} during start-up:\n{}",
                     self.log_text()
-                );
+                ));
             }
             let out = self.kubectl().run(&["get", "--raw", "/readyz"]);
             if out.status.success() {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "kube-apiserver did not become ready:\n{}",
-                self.log_text()
-            );
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "kube-apiserver did not become ready:\n{}",
+                    self.log_text()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(250));
         }
     }

@@ -6,7 +6,7 @@ use atrest_ops::inspect::inspect;
 use atrest_storage::{KeyPrefix, StorageKey};
 use clap::{Args, ValueEnum};
 
-use super::offline::{runtime, OfflineArgs};
+use super::offline::{runtime, OfflineArgs, SnapshotArg};
 use crate::exit::{CmdResult, Failure};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -36,13 +36,17 @@ pub struct GetArgs {
     resource: Option<String>,
     #[command(flatten)]
     offline: OfflineArgs,
+    #[command(flatten)]
+    snapshot: SnapshotArg,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "yaml")]
     output: GetFormat,
 }
 
-pub fn get(args: GetArgs) -> CmdResult {
-    let prefix = KeyPrefix::new(&args.offline.etcd_prefix);
+pub fn get(mut args: GetArgs) -> CmdResult {
+    args.offline.resolve()?;
+    args.offline.snapshot = args.snapshot.etcd_snapshot.clone();
+    let prefix = KeyPrefix::new(args.offline.prefix());
     let key = match StorageKey::parse(args.key.as_bytes(), &prefix) {
         Ok(key) => key,
         Err(e) => return Err(Failure::Error(format!("{e}"))),

@@ -1,5 +1,6 @@
 //! Subcommands, and the arguments several of them share.
 
+pub mod cluster;
 pub mod config;
 pub mod crypt;
 pub mod get;

@@ -1,5 +1,6 @@
-//! What every offline command (status, get, reencrypt) shares: where the store is, which
-//! configuration reads it, and opening both as one encrypted store.
+//! What every offline command (status, get, reencrypt, rotate, purge) shares: where the
+//! store is, which configuration reads it (given directly, or read from kube-apiserver's
+//! static-pod manifest), and opening both as one encrypted store.
 
 use std::path::PathBuf;
 
@@ -15,6 +16,13 @@ use crate::exit::Failure;
 /// work too, so a command line that reaches etcd with etcdctl reaches it with atrest.
 #[derive(Debug, Args, Clone)]
 pub struct OfflineArgs {
+    /// kube-apiserver's static-pod manifest (kubeadm, minikube:
+    /// /etc/kubernetes/manifests/kube-apiserver.yaml): --etcd-servers, --etcd-cafile,
+    /// --etcd-certfile, --etcd-keyfile, --etcd-prefix and --encryption-provider-config are
+    /// read from its kube-apiserver container, container paths mapped to host paths through
+    /// the pod's hostPath volumes. Flags (and ETCDCTL_* variables) given here win over it.
+    #[arg(long = "manifest", value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
     /// The embedded store's data directory (used when no etcd endpoints are given).
     #[arg(long = "data-dir", default_value = "./atrest-data", value_name = "DIR")]
     pub data_dir: PathBuf,
@@ -28,13 +36,9 @@ pub struct OfflineArgs {
         value_name = "URLS"
     )]
     pub etcd_servers: Vec<String>,
-    /// Prefix of every key in the store (kube-apiserver's --etcd-prefix).
-    #[arg(
-        long = "etcd-prefix",
-        default_value = "/registry",
-        value_name = "PREFIX"
-    )]
-    pub etcd_prefix: String,
+    /// Prefix of every key in the store (kube-apiserver's --etcd-prefix) [default: /registry].
+    #[arg(long = "etcd-prefix", value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
     /// CA bundle to verify the etcd servers (etcdctl: --cacert, ETCDCTL_CACERT).
     #[arg(
         long = "etcd-cafile",
@@ -60,14 +64,66 @@ pub struct OfflineArgs {
     pub encryption_provider_config: Option<PathBuf>,
     #[command(flatten)]
     pub gates: FeatureGateArgs,
+    /// Set by the read-only commands' --etcd-snapshot: the etcd snapshot file to read
+    /// instead of a store.
+    #[arg(skip)]
+    pub snapshot: Option<PathBuf>,
+}
+
+/// `--etcd-snapshot FILE` of the read-only commands (status, get).
+#[derive(Debug, Args, Clone)]
+pub struct SnapshotArg {
+    /// Read an etcd snapshot file instead of a live store: the output of `etcdctl
+    /// snapshot save` (its SHA-256 is checked), or a copy of a member's member/snap/db.
+    /// Read-only, no etcd needed: the recovery path from a backup. The etcd flags are then
+    /// not used; --etcd-prefix and the configuration still are (also from --manifest).
+    #[arg(long = "etcd-snapshot", value_name = "FILE")]
+    pub etcd_snapshot: Option<PathBuf>,
 }
 
 impl OfflineArgs {
+    /// Fills in what the command line left out from `--manifest`, if one is given. Call once,
+    /// before anything else reads these arguments.
+    pub fn resolve(&mut self) -> Result<(), Failure> {
+        let Some(path) = &self.manifest else {
+            return Ok(());
+        };
+        let manifest = atrest_cluster::ApiServerManifest::load(path)?;
+        let etcd = manifest.etcd()?;
+        if self.etcd_servers.is_empty() {
+            self.etcd_servers = etcd.servers;
+        }
+        if self.etcd_prefix.is_none() {
+            self.etcd_prefix = Some(etcd.prefix);
+        }
+        self.etcd_cafile = self.etcd_cafile.take().or(etcd.ca_file);
+        self.etcd_certfile = self.etcd_certfile.take().or(etcd.cert_file);
+        self.etcd_keyfile = self.etcd_keyfile.take().or(etcd.key_file);
+        if self.encryption_provider_config.is_none() {
+            self.encryption_provider_config =
+                Some(manifest.encryption_provider_config()?.ok_or_else(|| {
+                    Failure::Error(format!(
+                        "{}: kube-apiserver has no --encryption-provider-config: encryption at \
+                         rest is not enabled on this cluster (`atrest cluster enable --manifest \
+                         {}` enables it), or give --encryption-provider-config FILE",
+                        path.display(),
+                        path.display()
+                    ))
+                })?);
+        }
+        Ok(())
+    }
+
+    /// `--etcd-prefix` (from the manifest, if one was read), `/registry` by default.
+    pub fn prefix(&self) -> &str {
+        self.etcd_prefix.as_deref().unwrap_or("/registry")
+    }
+
     fn store_args(&self) -> StoreArgs {
         StoreArgs {
             data_dir: self.data_dir.clone(),
             etcd_servers: self.etcd_servers.clone(),
-            etcd_prefix: self.etcd_prefix.clone(),
+            etcd_prefix: self.prefix().to_string(),
             etcd_cafile: self.etcd_cafile.clone(),
             etcd_certfile: self.etcd_certfile.clone(),
             etcd_keyfile: self.etcd_keyfile.clone(),
@@ -82,7 +138,7 @@ impl OfflineArgs {
             return Ok(p.clone());
         }
         let generated = self.data_dir.join(atrest_server::serve::GENERATED_CONFIG);
-        if self.etcd_servers.is_empty() && generated.exists() {
+        if self.etcd_servers.is_empty() && self.snapshot.is_none() && generated.exists() {
             return Ok(generated);
         }
         Err(Failure::Usage(
@@ -111,6 +167,21 @@ impl OfflineArgs {
         let config = super::load_config(&config_path, false, &self.gates)?;
         let chain = ProviderChain::build(&config, &NoKmsConnector)
             .map_err(|e| Failure::Error(format!("{}: {e}", config_path.display())))?;
+        let store_config = match &self.snapshot {
+            Some(file) => atrest_store::StoreConfig::Snapshot { file: file.clone() },
+            None => self.live_store_config()?,
+        };
+        let store = atrest_store::open(store_config)
+            .await
+            .map_err(|e| Failure::Error(format!("opening the store: {e}")))?;
+        Ok(EncryptedStore::new(
+            store,
+            ChainHandle::new(chain),
+            KeyPrefix::new(self.prefix()),
+        ))
+    }
+
+    fn live_store_config(&self) -> Result<atrest_store::StoreConfig, Failure> {
         if self.etcd_servers.is_empty() && !self.data_dir.join("state.db").exists() {
             return Err(Failure::Error(format!(
                 "no embedded store in --data-dir {} (no state.db); give --data-dir of an \
@@ -118,15 +189,7 @@ impl OfflineArgs {
                 self.data_dir.display()
             )));
         }
-        let store_config = self.store_args().config(false)?;
-        let store = atrest_store::open(store_config)
-            .await
-            .map_err(|e| Failure::Error(format!("opening the store: {e}")))?;
-        Ok(EncryptedStore::new(
-            store,
-            ChainHandle::new(chain),
-            KeyPrefix::new(&self.etcd_prefix),
-        ))
+        self.store_args().config(false)
     }
 }
 

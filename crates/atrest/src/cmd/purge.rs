@@ -25,7 +25,8 @@ pub struct PurgeArgs {
     output: OutputFormat,
 }
 
-pub fn run(args: PurgeArgs) -> CmdResult {
+pub fn run(mut args: PurgeArgs) -> CmdResult {
+    args.offline.resolve()?;
     let runtime = runtime()?;
     let report = runtime.block_on(async {
         let storage = args.offline.open().await?;

@@ -48,7 +48,8 @@ pub struct ReencryptArgs {
     kubeconfig: Option<std::path::PathBuf>,
 }
 
-pub fn run(args: ReencryptArgs) -> CmdResult {
+pub fn run(mut args: ReencryptArgs) -> CmdResult {
+    args.offline.resolve()?;
     if args.via_api {
         return via_api(args);
     }

@@ -149,7 +149,8 @@ impl RotationHost for Host<'_> {
     }
 }
 
-pub fn run(args: RotateArgs) -> CmdResult {
+pub fn run(mut args: RotateArgs) -> CmdResult {
+    args.offline.resolve()?;
     let path = args
         .offline
         .encryption_provider_config

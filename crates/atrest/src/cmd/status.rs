@@ -6,7 +6,7 @@ use atrest_ops::audit::{audit, Audit, AuditOptions};
 use atrest_ops::history::{audit_history, HistoryAudit};
 use clap::Args;
 
-use super::offline::{parse_resources, runtime, OfflineArgs};
+use super::offline::{parse_resources, runtime, OfflineArgs, SnapshotArg};
 use super::OutputFormat;
 use crate::exit::{CmdResult, Failure};
 use crate::progress::CliProgress;
@@ -22,6 +22,8 @@ use crate::progress::CliProgress;
 pub struct StatusArgs {
     #[command(flatten)]
     offline: OfflineArgs,
+    #[command(flatten)]
+    snapshot: SnapshotArg,
     /// Only these resources (comma-separated: secrets,configmaps,pandas.awesome.bears.example).
     #[arg(long, value_delimiter = ',', value_name = "RESOURCES")]
     resources: Vec<String>,
@@ -48,7 +50,9 @@ pub struct StatusArgs {
     listen: std::net::SocketAddr,
 }
 
-pub fn status(args: StatusArgs) -> CmdResult {
+pub fn status(mut args: StatusArgs) -> CmdResult {
+    args.offline.resolve()?;
+    args.offline.snapshot = args.snapshot.etcd_snapshot.clone();
     if args.web {
         return web(args);
     }

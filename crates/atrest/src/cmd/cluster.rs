@@ -1,0 +1,534 @@
+//! `atrest cluster enable`: the seed's manual procedure on a kubeadm or minikube control-plane
+//! node in one command.
+
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use atrest_cluster::edit::{self, EncryptionMount, CONFIG_FLAG};
+use atrest_cluster::ApiServerManifest;
+use atrest_encryption::config::template::{render, TemplateProvider};
+use atrest_encryption::kms::NoKmsConnector;
+use atrest_encryption::{EncryptionConfig, Key, ProviderChain};
+use atrest_ops::audit::{audit, AuditOptions};
+use atrest_ops::reencrypt::{reencrypt, ReencryptOptions};
+use atrest_storage::{ChainHandle, EncryptedStore, KeyPrefix};
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::offline::runtime;
+use super::OutputFormat;
+use crate::exit::{CmdResult, Failure};
+use crate::files;
+use crate::progress::CliProgress;
+
+/// The file name of the configuration `enable` writes in --config-dir.
+pub const CONFIG_FILE: &str = "encryption-config.yaml";
+const VOLUME: &str = "atrest-encryption-config";
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Enable encryption at rest on this control-plane node's kube-apiserver.
+    ///
+    /// Writes an EncryptionConfiguration with a fresh key (mode 0600, directory 0700), adds
+    /// --encryption-provider-config (with automatic reload), a read-only volumeMount and a
+    /// DirectoryOrCreate hostPath volume to the static-pod manifest (everything else in it
+    /// kept; a backup written outside the manifests directory; the file replaced
+    /// atomically), waits until kubelet has restarted kube-apiserver with the configuration
+    /// (its /metrics configuration hash), re-encrypts every object through etcd (flags read
+    /// from the manifest), and ends with `atrest status`. Already enabled: says so, changes
+    /// nothing. Run as root on the node. Exit 0 when everything covered is encrypted, 3
+    /// when the audit found objects still to do, 1 on error (the message says in what
+    /// state the cluster is and which command continues).
+    Enable(EnableArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EnableProvider {
+    /// XSalsa20-Poly1305 (the default).
+    Secretbox,
+    /// AES-256-GCM; rotate the key before 200,000 writes.
+    Aesgcm,
+    /// AES-256-CBC; not recommended (unauthenticated).
+    Aescbc,
+}
+
+#[derive(Debug, Args)]
+pub struct EnableArgs {
+    /// kube-apiserver's static-pod manifest.
+    #[arg(
+        long,
+        default_value = "/etc/kubernetes/manifests/kube-apiserver.yaml",
+        value_name = "FILE"
+    )]
+    manifest: PathBuf,
+    /// The write provider of the new configuration.
+    #[arg(long, value_enum, default_value = "secretbox")]
+    provider: EnableProvider,
+    /// Resources to encrypt, comma-separated (default every resource, *.*).
+    #[arg(long, value_delimiter = ',', default_value = "*.*")]
+    resources: Vec<String>,
+    /// Host directory for the configuration, mounted read-only into kube-apiserver's pod at
+    /// the same path.
+    #[arg(long, default_value = "/etc/kubernetes/enc", value_name = "DIR")]
+    config_dir: PathBuf,
+    /// Kubeconfig to reach kube-apiserver with (default /etc/kubernetes/admin.conf if it
+    /// exists, else $KUBECONFIG).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Where the original manifest is backed up (default: atrest-backup beside the manifests
+    /// directory; never inside it, where kubelet would run it as a second pod).
+    #[arg(long, value_name = "DIR")]
+    backup_dir: Option<PathBuf>,
+    /// How long to wait for the restarted kube-apiserver, in seconds.
+    #[arg(long, default_value = "300", value_name = "SECONDS")]
+    timeout: u64,
+    /// Output format of the final report (json: one object on stdout).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    output: OutputFormat,
+}
+
+pub fn run(command: ClusterCommand) -> CmdResult {
+    match command {
+        ClusterCommand::Enable(args) => enable(args),
+    }
+}
+
+fn say(args: &EnableArgs, message: &str) {
+    if args.output == OutputFormat::Text {
+        println!("atrest: {message}");
+        let _ = std::io::stdout().flush();
+    } else {
+        eprintln!("atrest: {message}");
+    }
+}
+
+fn kubeconfig(args: &EnableArgs) -> Result<PathBuf, Failure> {
+    if let Some(k) = &args.kubeconfig {
+        return Ok(k.clone());
+    }
+    let admin = PathBuf::from("/etc/kubernetes/admin.conf");
+    if admin.exists() {
+        return Ok(admin);
+    }
+    std::env::var_os("KUBECONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            Failure::Usage(
+                "no kubeconfig: /etc/kubernetes/admin.conf does not exist and $KUBECONFIG is \
+                 not set; give --kubeconfig FILE"
+                    .into(),
+            )
+        })
+}
+
+/// Writes `bytes` to `path` atomically with `mode`: a hidden temporary file in the same
+/// directory (kubelet ignores dot files in the manifests directory), synced, renamed.
+fn replace_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.atrest-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, path).map_err(|e| format!("replacing {}: {e}", path.display()))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn backup_dir(args: &EnableArgs, manifest: &Path) -> PathBuf {
+    if let Some(d) = &args.backup_dir {
+        return d.clone();
+    }
+    let manifests = manifest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    manifests
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join("atrest-backup")
+}
+
+fn make_private_dir(dir: &Path) -> Result<(), String> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("setting {} to mode 0700: {e}", dir.display()))
+}
+
+/// The state after the manifest was replaced, for the error message.
+fn after_restart(manifest: &Path, config: &Path, backup: &Path, what: &str) -> Failure {
+    Failure::Error(format!(
+        "{what}\n  state: {} now points kube-apiserver at {} (the original manifest is in {}); \
+         values written since are encrypted with the new key.\n  continue with: atrest \
+         reencrypt --manifest {} && atrest status --manifest {}",
+        manifest.display(),
+        config.display(),
+        backup.display(),
+        manifest.display(),
+        manifest.display()
+    ))
+}
+
+fn enable(args: EnableArgs) -> CmdResult {
+    let manifest_path = args.manifest.clone();
+    let original = std::fs::read_to_string(&manifest_path).map_err(|e| {
+        Failure::Error(format!(
+            "{}: cannot read the manifest: {e}",
+            manifest_path.display()
+        ))
+    })?;
+    let manifest = ApiServerManifest::parse(&original, &manifest_path)?;
+    if let Some(current) = manifest.flag(CONFIG_FLAG) {
+        let host = manifest
+            .encryption_provider_config()
+            .ok()
+            .flatten()
+            .map(|p| format!(" (on this host: {})", p.display()))
+            .unwrap_or_default();
+        say(
+            &args,
+            &format!(
+                "encryption at rest is already enabled: kube-apiserver reads {current}{host}; \
+                 nothing changed. `atrest status --manifest {}` audits the data.",
+                manifest_path.display()
+            ),
+        );
+        if args.output == OutputFormat::Json {
+            println!(
+                "{:#}",
+                serde_json::json!({"changed": false, "alreadyEnabled": true, "config": current})
+            );
+        }
+        return Ok(());
+    }
+    // Everything that can be checked before a change is checked first.
+    let etcd = manifest.etcd()?;
+    let kubeconfig = kubeconfig(&args)?;
+    let client = atrest_client::KubeClient::from_kubeconfig(&kubeconfig)
+        .map_err(|e| Failure::Error(format!("{}: {e}", kubeconfig.display())))?;
+    if !args.config_dir.is_absolute() {
+        return Err(Failure::Usage(
+            "--config-dir must be an absolute path".into(),
+        ));
+    }
+    let config_path = args.config_dir.join(CONFIG_FILE);
+    if config_path.exists() {
+        return Err(Failure::Error(format!(
+            "{} already exists and the manifest does not use it; atrest does not overwrite a \
+             configuration (move it away, or give another --config-dir)",
+            config_path.display()
+        )));
+    }
+    let edited = edit::enable(
+        &original,
+        &manifest_path,
+        &EncryptionMount {
+            dir: &args.config_dir,
+            config_file: &config_path,
+        },
+        VOLUME,
+    )?;
+    let key = Key::generate(32)
+        .map_err(|e| Failure::Error(format!("the OS random number generator failed: {e}")))?;
+    let kind = match args.provider {
+        EnableProvider::Secretbox => "secretbox",
+        EnableProvider::Aesgcm => "aesgcm",
+        EnableProvider::Aescbc => "aescbc",
+    };
+    let text = render(
+        &args.resources,
+        &TemplateProvider::Static {
+            kind,
+            key_name: "key1",
+            key: &key,
+        },
+        true,
+    );
+    let config = EncryptionConfig::parse(
+        text.as_bytes(),
+        &config_path.display().to_string(),
+        Default::default(),
+    )
+    .map_err(|e| {
+        Failure::Usage(format!(
+            "the options given make an invalid configuration: {e}"
+        ))
+    })?;
+    let chain = ProviderChain::build(&config, &NoKmsConnector)
+        .map_err(|e| Failure::Error(format!("{}: {e}", config_path.display())))?;
+    let hash = atrest_encryption::config::config_hash(text.as_bytes());
+    // etcd must be reachable through the manifest's flags before anything changes.
+    let runtime = runtime()?;
+    let storage = runtime.block_on(open_etcd(&etcd, chain)).map_err(|e| {
+        Failure::Error(format!(
+            "reaching etcd through {}'s flags: {e}; nothing changed",
+            manifest_path.display()
+        ))
+    })?;
+
+    // The changes: configuration, backup, manifest. A failure before the manifest is
+    // replaced undoes what was done.
+    make_private_dir(&args.config_dir).map_err(Failure::Error)?;
+    files::write_private(&config_path, text.as_bytes(), false).map_err(Failure::Error)?;
+    drop(text);
+    say(
+        &args,
+        &format!("wrote {} ({kind}, mode 0600)", config_path.display()),
+    );
+    let undo_config = || {
+        let _ = std::fs::remove_file(&config_path);
+    };
+    let backups = backup_dir(&args, &manifest_path);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let name = manifest_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "kube-apiserver.yaml".into());
+    let backup = backups.join(format!("{name}.{stamp}.bak"));
+    if let Err(e) = make_private_dir(&backups)
+        .and_then(|_| files::write_private(&backup, original.as_bytes(), false))
+    {
+        undo_config();
+        return Err(Failure::Error(format!(
+            "backing up the manifest: {e}; nothing changed"
+        )));
+    }
+    say(
+        &args,
+        &format!("backed up the manifest to {}", backup.display()),
+    );
+    let mode = std::fs::metadata(&manifest_path)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0o600);
+    if let Err(e) = replace_atomically(&manifest_path, edited.as_bytes(), mode) {
+        // The rename did not happen: the original is in place.
+        undo_config();
+        return Err(Failure::Error(format!("{e}; the manifest is unchanged")));
+    }
+    say(
+        &args,
+        &format!(
+            "edited {}: --{CONFIG_FLAG}={}, automatic reload, volume {VOLUME}; kubelet restarts \
+             kube-apiserver now",
+            manifest_path.display(),
+            config_path.display()
+        ),
+    );
+
+    runtime.block_on(async {
+        // Wait for kube-apiserver to run with the new configuration.
+        let deadline = Instant::now() + Duration::from_secs(args.timeout);
+        let mut last_said = Instant::now();
+        let mut state;
+        loop {
+            state = match client.get_text("/metrics").await {
+                Ok(text) => {
+                    let m = atrest_ops::rotate::converge::parse_metrics(&text);
+                    if m.config_hash.as_deref() == Some(hash.as_str()) {
+                        break;
+                    }
+                    format!(
+                        "it answers with configuration {}",
+                        m.config_hash.unwrap_or_else(|| "(none)".into())
+                    )
+                }
+                Err(e) => format!("not answering yet ({e})"),
+            };
+            if Instant::now() > deadline {
+                return Err(rollback_or_report(
+                    &args,
+                    &manifest_path,
+                    &original,
+                    mode,
+                    &config_path,
+                    &backup,
+                    &storage,
+                    &state,
+                )
+                .await);
+            }
+            if last_said.elapsed() >= Duration::from_secs(5) {
+                say(
+                    &args,
+                    &format!("waiting for the restarted kube-apiserver: {state}"),
+                );
+                last_said = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        say(&args, &format!("kube-apiserver runs with {hash}"));
+
+        let progress = CliProgress::new(args.output == OutputFormat::Json);
+        let report = reencrypt(&storage, &ReencryptOptions::default(), &progress)
+            .await
+            .map_err(|e| {
+                after_restart(
+                    &manifest_path,
+                    &config_path,
+                    &backup,
+                    &format!("re-encrypting: {e}"),
+                )
+            })?;
+        say(
+            &args,
+            &format!(
+                "re-encrypted {} objects ({} already current, {} unreadable)",
+                report.rewritten, report.already_current, report.unreadable
+            ),
+        );
+        let result = audit(&storage, &AuditOptions { resources: None }, &progress)
+            .await
+            .map_err(|e| {
+                after_restart(
+                    &manifest_path,
+                    &config_path,
+                    &backup,
+                    &format!("auditing: {e}"),
+                )
+            })?;
+        match args.output {
+            OutputFormat::Json => println!(
+                "{:#}",
+                serde_json::json!({
+                    "changed": true,
+                    "manifest": manifest_path.display().to_string(),
+                    "backup": backup.display().to_string(),
+                    "config": config_path.display().to_string(),
+                    "configHash": hash,
+                    "reencrypt": report,
+                    "status": result,
+                })
+            ),
+            OutputFormat::Text => print!("{}", super::status::render(&result)),
+        }
+        if result.up_to_date {
+            Ok(())
+        } else {
+            Err(Failure::Audit)
+        }
+    })
+}
+
+async fn open_etcd(
+    etcd: &atrest_cluster::EtcdAccess,
+    chain: ProviderChain,
+) -> Result<EncryptedStore, String> {
+    let tls = (etcd.ca_file.is_some() || etcd.cert_file.is_some() || etcd.key_file.is_some()).then(
+        || atrest_store::TlsFiles {
+            ca_file: etcd.ca_file.clone(),
+            cert_file: etcd.cert_file.clone(),
+            key_file: etcd.key_file.clone(),
+        },
+    );
+    let store = atrest_store::open(atrest_store::StoreConfig::Etcd {
+        endpoints: etcd.servers.clone(),
+        prefix: etcd.prefix.clone(),
+        tls,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(EncryptedStore::new(
+        store,
+        ChainHandle::new(chain),
+        KeyPrefix::new(&etcd.prefix),
+    ))
+}
+
+/// kube-apiserver did not come back with the configuration in time. If nothing in etcd is
+/// encrypted with the new key yet, the original manifest is put back (nothing is lost:
+/// every value is still readable without the new configuration); otherwise undoing would
+/// make those values unreadable, so the state is reported instead.
+#[allow(clippy::too_many_arguments)]
+async fn rollback_or_report(
+    args: &EnableArgs,
+    manifest: &Path,
+    original: &str,
+    mode: u32,
+    config: &Path,
+    backup: &Path,
+    storage: &EncryptedStore,
+    state: &str,
+) -> Failure {
+    let what = format!(
+        "kube-apiserver did not come back with the new configuration within {} s: {state}",
+        args.timeout
+    );
+    let progress = CliProgress::new(true);
+    let on_new_key = audit(storage, &AuditOptions { resources: None }, &progress)
+        .await
+        .map(|a| {
+            a.resources
+                .iter()
+                .flat_map(|r| r.keys.iter())
+                .filter(|k| k.write)
+                .map(|k| k.objects)
+                .sum::<u64>()
+        })
+        .map_err(|e| e.to_string());
+    match on_new_key {
+        Ok(0) => match replace_atomically(manifest, original.as_bytes(), mode) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(config);
+                say(
+                    args,
+                    &format!("restored {} from {}", manifest.display(), backup.display()),
+                );
+                Failure::Error(format!(
+                    "{what}\n  rolled back: the original manifest is in place again (kubelet \
+                     restarts kube-apiserver without encryption at rest; nothing was written with \
+                     the new key) and {} is removed. Look at kube-apiserver's log \
+                     (crictl logs, /var/log/pods) before trying again.",
+                    config.display()
+                ))
+            }
+            Err(e) => after_restart(
+                manifest,
+                config,
+                backup,
+                &format!("{what}; restoring the backup failed: {e}"),
+            ),
+        },
+        Ok(n) => after_restart(
+            manifest,
+            config,
+            backup,
+            &format!(
+                "{what}; {n} objects are already encrypted with the new key, so the manifest stays"
+            ),
+        ),
+        Err(e) => after_restart(
+            manifest,
+            config,
+            backup,
+            &format!("{what}; etcd could not be audited ({e}), so the manifest stays"),
+        ),
+    }
+}

@@ -1,0 +1,662 @@
+//! Real clusters: offline commands that read kube-apiserver's static-pod manifest (a
+//! minikube manifest whose hostPath volumes point into the test's directory, on an etcd with
+//! TLS client certificates), etcd snapshot files, and `atrest cluster enable`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use atrest_store::{StoreConfig, TlsFiles};
+use atrest_testkit::etcd::EtcdCluster;
+
+use common::*;
+
+/// The minikube manifest this repository keeps as a fixture.
+fn minikube_manifest() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/manifests/minikube-kube-apiserver.yaml"),
+    )
+    .unwrap()
+}
+
+/// A node's filesystem in a temp dir: the minikube manifest with its certificate volume on
+/// `<root>/certs` (etcd's CA and the client certificate under minikube's file names), and
+/// etcd at `cluster`'s endpoint.
+struct Node {
+    root: tempfile::TempDir,
+    manifest: PathBuf,
+}
+
+impl Node {
+    fn new(cluster: &EtcdCluster, manifest_text: &str) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let certs = root.path().join("certs");
+        std::fs::create_dir_all(certs.join("etcd")).unwrap();
+        let tls = cluster.tls.as_ref().unwrap();
+        std::fs::copy(&tls.ca_file, certs.join("etcd/ca.crt")).unwrap();
+        std::fs::copy(&tls.cert_file, certs.join("apiserver-etcd-client.crt")).unwrap();
+        std::fs::copy(&tls.key_file, certs.join("apiserver-etcd-client.key")).unwrap();
+        let text = manifest_text
+            .replace(
+                "      path: /var/lib/minikube/certs\n",
+                &format!("      path: {}\n", certs.display()),
+            )
+            .replace("https://127.0.0.1:2379", &cluster.endpoints()[0]);
+        std::fs::create_dir_all(root.path().join("manifests")).unwrap();
+        let manifest = write(&root.path().join("manifests"), "kube-apiserver.yaml", &text);
+        Node { root, manifest }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.path().join(rel)
+    }
+
+    fn manifest_arg(&self) -> String {
+        self.manifest.display().to_string()
+    }
+}
+
+/// The minikube manifest with encryption at rest enabled by hand, as the seed does it: the
+/// flag, a volumeMount and a hostPath volume for `enc_dir` (a host directory).
+fn with_encryption(text: &str, enc_dir: &Path) -> String {
+    text.replace(
+        "    - --tls-private-key-file=/var/lib/minikube/certs/apiserver.key\n",
+        "    - --tls-private-key-file=/var/lib/minikube/certs/apiserver.key\n    - --encryption-provider-config=/etc/kubernetes/enc/enc.yaml\n",
+    )
+    .replace(
+        "  hostNetwork: true\n",
+        "    - mountPath: /etc/kubernetes/enc\n      name: enc\n      readOnly: true\n  hostNetwork: true\n",
+    )
+    .replace(
+        "status: {}\n",
+        &format!(
+            "  - hostPath:\n      path: {}\n      type: DirectoryOrCreate\n    name: enc\nstatus: {{}}\n",
+            enc_dir.display()
+        ),
+    )
+}
+
+fn tls_store(cluster: &EtcdCluster) -> StoreConfig {
+    let tls = cluster.tls.clone().unwrap();
+    StoreConfig::Etcd {
+        endpoints: cluster.endpoints(),
+        prefix: "/registry".into(),
+        tls: Some(TlsFiles {
+            ca_file: Some(tls.ca_file),
+            cert_file: Some(tls.cert_file),
+            key_file: Some(tls.key_file),
+        }),
+    }
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn offline_commands_read_the_manifest_flags_and_host_paths() {
+    let cluster = EtcdCluster::single_tls();
+    let enc_dir = tempfile::tempdir().unwrap();
+    let current = config("secrets", &[provider("aesgcm", "new", K_NEW)]);
+    write(enc_dir.path(), "enc.yaml", &current);
+    let node = Node::new(
+        &cluster,
+        &with_encryption(&minikube_manifest(), enc_dir.path()),
+    );
+    let store = tls_store(&cluster);
+    let s = |name: &str| {
+        (
+            secrets(),
+            "ns",
+            name.to_string(),
+            secret_bytes("ns", name, name.as_bytes()),
+        )
+    };
+    seed(&store, "/registry", &current, &[s("gcm1"), s("gcm2")]);
+    seed(
+        &store,
+        "/registry",
+        &identity_only("secrets"),
+        &[s("plain")],
+    );
+    let m = node.manifest_arg();
+
+    // Everything (etcd, certificates, configuration) comes from the manifest alone.
+    let out = atrest(&["status", "--manifest", &m, "-o", "json"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let audit = stdout_json(&out);
+    assert_eq!(counts(resource(&audit, "secrets")), [3, 2, 0, 1, 0]);
+
+    let out = atrest(&[
+        "get",
+        "/registry/secrets/ns/gcm1",
+        "--manifest",
+        &m,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let shown = stdout_json(&out);
+    assert_eq!(shown["provider"]["provider"], "aesgcm");
+    assert_eq!(shown["object"]["metadata"]["name"], "gcm1");
+
+    let out = atrest(&["reencrypt", "--manifest", &m, "-o", "json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = atrest(&["status", "--manifest", &m, "-o", "json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        counts(resource(&stdout_json(&out), "secrets")),
+        [3, 3, 0, 0, 0]
+    );
+
+    // A flag on the command line wins over the manifest: another configuration that cannot
+    // read these values makes them undecryptable.
+    let other = write(
+        enc_dir.path(),
+        "other.yaml",
+        &config("secrets", &[provider("aesgcm", "gone", K_GONE)]),
+    );
+    let out = atrest(&[
+        "status",
+        "--manifest",
+        &m,
+        "--encryption-provider-config",
+        other.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert_eq!(
+        counts(resource(&stdout_json(&out), "secrets")),
+        [3, 0, 0, 0, 3]
+    );
+    drop(node);
+}
+
+#[test]
+fn manifest_errors_name_the_file_and_the_flag() {
+    let cluster = EtcdCluster::single_tls();
+    // Not enabled: no --encryption-provider-config.
+    let node = Node::new(&cluster, &minikube_manifest());
+    let m = node.manifest_arg();
+    let out = atrest(&["status", "--manifest", &m]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(err.contains(&m), "{err}");
+    assert!(err.contains("no --encryption-provider-config"), "{err}");
+    assert!(err.contains("atrest cluster enable"), "{err}");
+
+    // A configuration path under no volumeMount is inside the image, not on the host.
+    let text = minikube_manifest().replace(
+        "    - --secure-port=8443\n",
+        "    - --secure-port=8443\n    - --encryption-provider-config=/opt/enc.yaml\n",
+    );
+    std::fs::write(&node.manifest, text).unwrap();
+    let out = atrest(&["get", "/registry/secrets/a/b", "--manifest", &m]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{m}: --encryption-provider-config: /opt/enc.yaml is under no volumeMount"
+        )),
+        "{err}"
+    );
+
+    // Not YAML at all, and a missing file.
+    std::fs::write(&node.manifest, "\t{[: not yaml").unwrap();
+    let out = atrest(&["purge", "--manifest", &m]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains(&format!("{m}: not valid YAML")),
+        "{}",
+        stderr(&out)
+    );
+    let missing = node.path("nope.yaml");
+    let out = atrest(&["reencrypt", "--manifest", missing.to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("cannot read the manifest"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `etcdctl snapshot save` from an etcd with client certificates.
+fn save_snapshot(cluster: &EtcdCluster, file: &Path) {
+    let tls = cluster.tls.as_ref().unwrap();
+    let out = std::process::Command::new(atrest_testkit::ETCDCTL)
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(&cluster.endpoints()[0])
+        .arg("--cacert")
+        .arg(&tls.ca_file)
+        .arg("--cert")
+        .arg(&tls.cert_file)
+        .arg("--key")
+        .arg(&tls.key_file)
+        .arg("snapshot")
+        .arg("save")
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "etcdctl snapshot save: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn status_and_get_on_a_snapshot_answer_as_on_the_live_etcd() {
+    let cluster = EtcdCluster::single_tls();
+    let enc_dir = tempfile::tempdir().unwrap();
+    let current = config(
+        "secrets",
+        &[
+            provider("aesgcm", "new", K_NEW),
+            provider("aescbc", "old", K_OLD),
+        ],
+    );
+    write(enc_dir.path(), "enc.yaml", &current);
+    let node = Node::new(
+        &cluster,
+        &with_encryption(&minikube_manifest(), enc_dir.path()),
+    );
+    let store = tls_store(&cluster);
+    let s = |name: &str| {
+        (
+            secrets(),
+            "ns",
+            name.to_string(),
+            secret_bytes("ns", name, name.as_bytes()),
+        )
+    };
+    seed(&store, "/registry", &current, &[s("gcm1"), s("gcm2")]);
+    seed(
+        &store,
+        "/registry",
+        &config("secrets", &[provider("aescbc", "old", K_OLD)]),
+        &[s("cbc")],
+    );
+    seed(
+        &store,
+        "/registry",
+        &identity_only("secrets"),
+        &[s("plain"), s("deleted")],
+    );
+    seed(
+        &store,
+        "/registry",
+        &identity_only("configmaps"),
+        &[(configmaps(), "ns", "c1".into(), b"{}".to_vec())],
+    );
+    // A deleted key must not come back from the snapshot.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let raw = atrest_store::open(store.clone()).await.unwrap();
+        raw.delete(b"/registry/secrets/ns/deleted", None)
+            .await
+            .unwrap();
+    });
+    let snap = node.path("backup.db");
+    save_snapshot(&cluster, &snap);
+    let m = node.manifest_arg();
+    let snap_arg = snap.display().to_string();
+
+    let live = atrest(&["status", "--manifest", &m, "-o", "json"]);
+    let from_file = atrest(&[
+        "status",
+        "--manifest",
+        &m,
+        "--etcd-snapshot",
+        &snap_arg,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code(&live), 3, "{}", stderr(&live));
+    assert_eq!(code(&from_file), 3, "{}", stderr(&from_file));
+    let (live, from_file) = (stdout_json(&live), stdout_json(&from_file));
+    assert_eq!(counts(resource(&live, "secrets")), [4, 2, 1, 1, 0]);
+    assert_eq!(live["resources"], from_file["resources"]);
+    assert_eq!(live["upToDate"], from_file["upToDate"]);
+
+    for key in [
+        "/registry/secrets/ns/gcm1",
+        "/registry/secrets/ns/cbc",
+        "/registry/secrets/ns/plain",
+    ] {
+        for output in ["json", "raw"] {
+            let live = atrest(&["get", key, "--manifest", &m, "-o", output]);
+            let from_file = atrest(&[
+                "get",
+                key,
+                "--manifest",
+                &m,
+                "--etcd-snapshot",
+                &snap_arg,
+                "-o",
+                output,
+            ]);
+            assert_eq!(code(&live), 0, "{}", stderr(&live));
+            assert_eq!(code(&from_file), 0, "{}", stderr(&from_file));
+            assert_eq!(live.stdout, from_file.stdout, "{key} -o {output}");
+        }
+    }
+    let out = atrest(&[
+        "get",
+        "/registry/secrets/ns/deleted",
+        "--manifest",
+        &m,
+        "--etcd-snapshot",
+        &snap_arg,
+    ]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+
+    // With no etcd at all (stopped), the snapshot and the configuration are enough.
+    drop(cluster);
+    let out = atrest(&[
+        "get",
+        "/registry/secrets/ns/gcm1",
+        "--etcd-snapshot",
+        &snap_arg,
+        "--encryption-provider-config",
+        enc_dir.path().join("enc.yaml").to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout_json(&out)["object"]["metadata"]["name"], "gcm1");
+
+    // A damaged backup is an error naming the file.
+    let mut bytes = std::fs::read(&snap).unwrap();
+    bytes.truncate(bytes.len() - 100);
+    std::fs::write(&snap, &bytes).unwrap();
+    let out = atrest(&["status", "--etcd-snapshot", &snap_arg, "--manifest", &m]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&snap_arg) && err.contains("truncated"),
+        "{err}"
+    );
+}
+
+/// Plays kubelet for one static pod: runs the real kube-apiserver with the manifest's etcd
+/// and encryption flags (container paths mapped to host paths through its hostPath volumes),
+/// and restarts it whenever the manifest file changes. Other flags (ports, serving
+/// certificates, authentication) are the harness's own.
+struct Kubelet {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    kubeconfig: PathBuf,
+    restarts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn kas_flags(manifest: &Path) -> (String, Vec<String>) {
+    let m = atrest_cluster::ApiServerManifest::load(manifest).unwrap();
+    let etcd = m.etcd().unwrap();
+    let mut flags = Vec::new();
+    for (name, value) in [
+        ("etcd-cafile", etcd.ca_file),
+        ("etcd-certfile", etcd.cert_file),
+        ("etcd-keyfile", etcd.key_file),
+        (
+            "encryption-provider-config",
+            m.encryption_provider_config().unwrap(),
+        ),
+    ] {
+        if let Some(v) = value {
+            flags.push(format!("--{name}={}", v.display()));
+        }
+    }
+    if let Some(v) = m.flag("encryption-provider-config-automatic-reload") {
+        flags.push(format!("--encryption-provider-config-automatic-reload={v}"));
+    }
+    flags.push(format!("--etcd-prefix={}", etcd.prefix));
+    (etcd.servers.join(","), flags)
+}
+
+impl Kubelet {
+    /// `None` when the upstream kube-apiserver is not on this machine.
+    fn start(manifest: &Path, base_config: &Path) -> Option<Self> {
+        use atrest_testkit::upstream::KubeApiServer;
+        use std::sync::atomic::Ordering;
+        let (url, flags) = kas_flags(manifest);
+        let mut server = KubeApiServer::start(&url, base_config, &strs(&flags))?;
+        let kubeconfig = server.kubeconfig();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let restarts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (manifest, base) = (manifest.to_path_buf(), base_config.to_path_buf());
+        let (stop2, restarts2) = (stop.clone(), restarts.clone());
+        let thread = std::thread::spawn(move || {
+            let mut seen = std::fs::read(&manifest).unwrap();
+            while !stop2.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let now = std::fs::read(&manifest).unwrap();
+                if now != seen {
+                    // As kubelet: a pod that fails to start is retried when its manifest
+                    // changes again.
+                    seen = now;
+                    let (url, flags) = kas_flags(&manifest);
+                    restarts2.fetch_add(1, Ordering::SeqCst);
+                    if let Err(e) = server.try_restart(&url, &base, &strs(&flags)) {
+                        eprintln!("kubelet harness: kube-apiserver did not start: {e}");
+                    }
+                }
+            }
+            server.stop();
+        });
+        Some(Kubelet {
+            stop,
+            thread: Some(thread),
+            kubeconfig,
+            restarts,
+        })
+    }
+
+    fn kubectl(&self, dir: &Path) -> atrest_testkit::Kubectl {
+        atrest_testkit::Kubectl::new(&self.kubeconfig, &dir.join("kubectl-cache"))
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn raw_get(store: &StoreConfig, key: &str) -> Option<Vec<u8>> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let raw = atrest_store::open(store.clone()).await.unwrap();
+        raw.get(key.as_bytes()).await.unwrap().map(|kv| kv.value)
+    })
+}
+
+#[test]
+fn cluster_enable_encrypts_a_running_kube_apiserver_through_its_manifest() {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = EtcdCluster::single_tls();
+    let node = Node::new(&cluster, &minikube_manifest());
+    let base = write(node.root.path(), "identity.yaml", &identity_only("secrets"));
+    let Some(kubelet) = Kubelet::start(&node.manifest, &base) else {
+        return;
+    };
+    let kubectl = kubelet.kubectl(node.root.path());
+    for name in ["db", "api", "tls"] {
+        kubectl.ok(&[
+            "create",
+            "secret",
+            "generic",
+            name,
+            &format!("--from-literal=password=plain-{name}"),
+        ]);
+    }
+    let store = tls_store(&cluster);
+    let before = raw_get(&store, "/registry/secrets/default/db").unwrap();
+    assert!(
+        atrest_testkit::contains(&before, b"plain-db"),
+        "written in plain text first"
+    );
+    let original = std::fs::read_to_string(&node.manifest).unwrap();
+    let m = node.manifest_arg();
+    let enc = node.path("enc");
+    let backups = node.path("backup");
+    let kubeconfig = kubelet.kubeconfig.display().to_string();
+    let enable = || {
+        atrest(&[
+            "cluster",
+            "enable",
+            "--manifest",
+            &m,
+            "--config-dir",
+            enc.to_str().unwrap(),
+            "--kubeconfig",
+            &kubeconfig,
+            "--backup-dir",
+            backups.to_str().unwrap(),
+            "--timeout",
+            "240",
+        ])
+    };
+
+    let out = enable();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(code(&out), 0, "{text}\n{}", stderr(&out));
+    assert!(text.contains("backed up the manifest to"), "{text}");
+    assert_eq!(
+        kubelet.restarts.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+
+    // Every secret is encrypted in etcd, and kube-apiserver reads them.
+    for name in ["db", "api", "tls"] {
+        let stored = raw_get(&store, &format!("/registry/secrets/default/{name}")).unwrap();
+        assert!(stored.starts_with(b"k8s:enc:secretbox:v1:key1:"), "{name}");
+        assert!(!atrest_testkit::contains(&stored, name.as_bytes()));
+        let secret = kubectl.json(&["get", "secret", name]);
+        use base64::Engine as _;
+        assert_eq!(
+            secret["data"]["password"],
+            base64::engine::general_purpose::STANDARD.encode(format!("plain-{name}"))
+        );
+    }
+    // The manifest: every original line kept, in order; exactly the additions.
+    let edited = std::fs::read_to_string(&node.manifest).unwrap();
+    let mut old = original.lines().peekable();
+    let mut added = Vec::new();
+    for line in edited.lines() {
+        if old.peek() == Some(&line) {
+            old.next();
+        } else {
+            added.push(line.to_string());
+        }
+    }
+    assert_eq!(old.next(), None);
+    let dir = enc.display().to_string();
+    assert_eq!(
+        added,
+        [
+            format!("    - --encryption-provider-config={dir}/encryption-config.yaml"),
+            "    - --encryption-provider-config-automatic-reload=true".into(),
+            format!("    - mountPath: {dir}"),
+            "      name: atrest-encryption-config".into(),
+            "      readOnly: true".into(),
+            "  - hostPath:".into(),
+            format!("      path: {dir}"),
+            "      type: DirectoryOrCreate".into(),
+            "    name: atrest-encryption-config".into(),
+        ]
+    );
+    // The backup is the original, outside the manifests directory; key material is private.
+    let backup_files: Vec<PathBuf> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(backup_files.len(), 1);
+    assert_eq!(std::fs::read_to_string(&backup_files[0]).unwrap(), original);
+    assert_eq!(
+        std::fs::read_dir(node.path("manifests")).unwrap().count(),
+        1,
+        "nothing else in the manifests directory"
+    );
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&enc), 0o700);
+    assert_eq!(mode(&enc.join("encryption-config.yaml")), 0o600);
+
+    let out = atrest(&["status", "--manifest", &m, "-o", "json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(counts(resource(&stdout_json(&out), "secrets"))[1], 3);
+
+    // Twice: a no-op.
+    let out = enable();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already enabled"));
+    assert_eq!(std::fs::read_to_string(&node.manifest).unwrap(), edited);
+    assert_eq!(std::fs::read_dir(&backups).unwrap().count(), 1);
+    drop(kubelet);
+}
+
+#[test]
+fn cluster_enable_rolls_back_when_kube_apiserver_does_not_come_back() {
+    let cluster = EtcdCluster::single_tls();
+    let node = Node::new(&cluster, &minikube_manifest());
+    let base = write(node.root.path(), "identity.yaml", &identity_only("secrets"));
+    let Some(kubelet) = Kubelet::start(&node.manifest, &base) else {
+        return;
+    };
+    let kubectl = kubelet.kubectl(node.root.path());
+    kubectl.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal=password=plain-db",
+    ]);
+    let original = std::fs::read_to_string(&node.manifest).unwrap();
+    let enc = node.path("enc");
+    // No time at all to come back: the wait fails at once, before anything is written with
+    // the new key, so the original manifest is put back.
+    let out = atrest(&[
+        "cluster",
+        "enable",
+        "--manifest",
+        &node.manifest_arg(),
+        "--config-dir",
+        enc.to_str().unwrap(),
+        "--kubeconfig",
+        kubelet.kubeconfig.to_str().unwrap(),
+        "--backup-dir",
+        node.path("backup").to_str().unwrap(),
+        "--timeout",
+        "0",
+    ]);
+    assert_eq!(code(&out), 1, "{}", String::from_utf8_lossy(&out.stdout));
+    let err = stderr(&out);
+    assert!(
+        err.contains("did not come back") && err.contains("rolled back"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&node.manifest).unwrap(), original);
+    assert!(!enc.join("encryption-config.yaml").exists());
+    // kube-apiserver (restarted on the original manifest, or never restarted) reads the
+    // secret, still stored as it was.
+    let mut secret = None;
+    for _ in 0..400 {
+        let out = kubectl.run(&["get", "secret", "db", "-o", "json"]);
+        if out.status.success() {
+            secret = Some(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(secret.unwrap()["metadata"]["name"], "db");
+    let stored = raw_get(&tls_store(&cluster), "/registry/secrets/default/db").unwrap();
+    assert!(atrest_testkit::contains(&stored, b"plain-db"));
+    drop(kubelet);
+}
