@@ -51,6 +51,9 @@ enum Command {
     /// Rotate keys in one resumable command: add, wait for every server, promote, wait,
     /// reencrypt, drop the old key.
     Rotate(Box<cmd::rotate::RotateArgs>),
+    /// Run a KMS v2 plugin on a unix socket, for kube-apiserver or atrest serve: its
+    /// key-encryption keys are in key files or in a PKCS#11 token (SoftHSM, an HSM).
+    KmsPlugin(cmd::kms_plugin::KmsPluginArgs),
 }
 
 fn main() {
@@ -65,6 +68,7 @@ fn main() {
         Command::Reencrypt(args) => cmd::reencrypt::run(args),
         Command::Purge(args) => cmd::purge::run(args),
         Command::Rotate(args) => cmd::rotate::run(*args),
+        Command::KmsPlugin(args) => cmd::kms_plugin::run(args),
     };
     if let Err(failure) = result {
         failure.exit();

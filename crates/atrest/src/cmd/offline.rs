@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use atrest_encryption::kms::NoKmsConnector;
+use atrest_kms::GrpcKmsConnector;
 use atrest_encryption::{GroupResource, ProviderChain};
 use atrest_storage::{ChainHandle, EncryptedStore, KeyPrefix};
 use clap::Args;
@@ -101,7 +101,7 @@ impl OfflineArgs {
         let config =
             atrest_encryption::EncryptionConfig::parse(bytes, &path.display().to_string(), options)
                 .map_err(Failure::from)?;
-        ProviderChain::build(&config, &NoKmsConnector)
+        ProviderChain::build(&config, &GrpcKmsConnector::default())
             .map_err(|e| Failure::Error(format!("{}: {e}", path.display())))
     }
 
@@ -109,7 +109,7 @@ impl OfflineArgs {
     pub async fn open(&self) -> Result<EncryptedStore, Failure> {
         let config_path = self.config_path()?;
         let config = super::load_config(&config_path, false, &self.gates)?;
-        let chain = ProviderChain::build(&config, &NoKmsConnector)
+        let chain = ProviderChain::build(&config, &GrpcKmsConnector::default())
             .map_err(|e| Failure::Error(format!("{}: {e}", config_path.display())))?;
         if self.etcd_servers.is_empty() && !self.data_dir.join("state.db").exists() {
             return Err(Failure::Error(format!(
