@@ -415,6 +415,28 @@ impl KmsV2Provider {
         }
         validate_dek_source(&response.ciphertext).map_err(|e| self.invalid(e))?;
         validate_annotations(&response.annotations).map_err(|e| self.invalid(e))?;
+        // Reads of this process's own writes need no plugin call: the seed goes into the
+        // read cache under the key its values will carry (upstream does the same).
+        let cache_key = EncryptedObject {
+            encrypted_data: Vec::new(),
+            key_id: response.key_id.clone(),
+            encrypted_dek_source: response.ciphertext.clone(),
+            annotations: response.annotations.clone(),
+            encrypted_dek_source_type: DEK_SOURCE_HKDF_SHA256_XNONCE_AES_GCM_SEED,
+        }
+        .cache_key();
+        let own = std::sync::Arc::new(DekSource::HkdfSeed(hmac::Key::new(
+            hmac::HMAC_SHA256,
+            seed.as_bytes(),
+        )));
+        let size = {
+            let mut cache = self.lock_cache();
+            cache.insert(cache_key, own);
+            cache.entries.len()
+        };
+        if let Some(o) = &self.observer {
+            o.dek_source_cache_size(&self.name, size);
+        }
         let new_state = WriteState {
             seed: hmac::Key::new(hmac::HMAC_SHA256, seed.as_bytes()),
             key_id: response.key_id,
