@@ -293,6 +293,8 @@ fn kube_apiserver_uses_atrest_kms_plugin_and_both_read_each_other() {
         return;
     };
     let kk = kas.kubectl();
+    let version = kk.ok(&["get", "--raw", "/version"]);
+    assert!(version.contains("\"minor\": \"36\""), "{version}");
     kk.ok(&["create", "secret", "generic", "from-kas", "--from-literal=pw=upstream"]);
     let stored = etcdctl_get(&cluster.endpoints(), "/registry/secrets/default/from-kas").unwrap();
     parse_value(&stored, "shared");
