@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what atrest's build and tests need on a Debian machine. Build: protoc (etcd-client's
 # build), libsodium and pkg-config (secretbox). Tests: etcd (server and etcdctl), openssl and
-# curl, Python's cryptography + PyNaCl (the independent cross-check under tests/interop).
+# curl, Python's cryptography + PyNaCl (the independent cross-check under tests/interop),
+# SoftHSM (the KMS plugin's PKCS#11 backend is tested against a SoftHSM token).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -13,6 +14,7 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 [ -e /usr/include/sodium.h ] || need_apt+=(libsodium-dev)
+{ command -v softhsm2-util >/dev/null 2>&1 && [ -e /usr/lib/softhsm/libsofthsm2.so ]; } || need_apt+=(softhsm2)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
