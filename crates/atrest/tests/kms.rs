@@ -111,9 +111,12 @@ fn atrest_ok(args: &[&str]) -> String {
 /// `k8s:enc:kms:v2:<name>:` + a valid upstream `EncryptedObject`.
 fn parse_value(stored: &[u8], name: &str) -> EncryptedObject {
     let prefix = format!("k8s:enc:kms:v2:{name}:");
-    let payload = stored
-        .strip_prefix(prefix.as_bytes())
-        .unwrap_or_else(|| panic!("not a KMS v2 value of {name}: {:?}", &stored[..20.min(stored.len())]));
+    let payload = stored.strip_prefix(prefix.as_bytes()).unwrap_or_else(|| {
+        panic!(
+            "not a KMS v2 value of {name}: {:?}",
+            &stored[..20.min(stored.len())]
+        )
+    });
     let object = EncryptedObject::decode(payload).unwrap();
     object.validate().unwrap();
     assert_eq!(object.encrypted_dek_source_type, 1);
@@ -171,7 +174,13 @@ fn kms_plugin_with_serve_outage_recovery_rotation_and_reencrypt() {
         ],
     );
     let k = server.kubectl();
-    k.ok(&["create", "secret", "generic", "s1", "--from-literal=pw=first"]);
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "--from-literal=pw=first",
+    ]);
     let stored = embedded_get(&data, "/registry/secrets/default/s1").unwrap();
     let first = parse_value(&stored, "e2e");
     assert!(first.key_id.starts_with("kek-"));
@@ -184,9 +193,11 @@ fn kms_plugin_with_serve_outage_recovery_rotation_and_reencrypt() {
     // Outage: reads keep working (past the write TTL), writes fail clearly, readyz says so,
     // livez does not.
     plugin.stop();
-    wait_for("readyz to report the plugin", Duration::from_secs(60), || {
-        !raw_ok(&k, "/readyz")
-    });
+    wait_for(
+        "readyz to report the plugin",
+        Duration::from_secs(60),
+        || !raw_ok(&k, "/readyz"),
+    );
     assert!(raw_ok(&k, "/livez"), "livez never depends on the plugin");
     assert!(!raw_ok(&k, "/healthz/kms-providers"));
     assert!(raw_ok(&k, "/readyz?exclude=kms-providers"));
@@ -205,16 +216,27 @@ fn kms_plugin_with_serve_outage_recovery_rotation_and_reencrypt() {
     assert!(refused.contains("Internal error"), "{refused}");
     assert!(refused.contains("\"e2e\""), "names the provider: {refused}");
     assert!(refused.contains("writes are refused"), "{refused}");
-    assert!(refused.contains(socket.to_str().unwrap()), "names the endpoint: {refused}");
+    assert!(
+        refused.contains(socket.to_str().unwrap()),
+        "names the endpoint: {refused}"
+    );
 
     // Recovery is automatic.
     let plugin = Plugin::start(dir.path(), &socket, &[&k1]);
     wait_for("writes to work again", Duration::from_secs(60), || {
-        k.run(&["create", "secret", "generic", "s2", "--from-literal=pw=second"])
-            .status
-            .success()
+        k.run(&[
+            "create",
+            "secret",
+            "generic",
+            "s2",
+            "--from-literal=pw=second",
+        ])
+        .status
+        .success()
     });
-    wait_for("readyz to recover", Duration::from_secs(60), || raw_ok(&k, "/readyz"));
+    wait_for("readyz to recover", Duration::from_secs(60), || {
+        raw_ok(&k, "/readyz")
+    });
     let metrics = k.ok(&["get", "--raw", "/metrics"]);
     for name in [
         "apiserver_envelope_encryption_key_id_hash_total",
@@ -232,28 +254,41 @@ fn kms_plugin_with_serve_outage_recovery_rotation_and_reencrypt() {
     let plugin = Plugin::start(dir.path(), &socket, &[&k2, &k1]);
     let mut i = 0;
     let mut new_id = String::new();
-    wait_for("writes under the new key id", Duration::from_secs(60), || {
-        i += 1;
-        let name = format!("r{i}");
-        if !k
-            .run(&["create", "secret", "generic", &name, "--from-literal=pw=r"])
-            .status
-            .success()
-        {
-            return false;
-        }
-        let stored = embedded_get(&data, &format!("/registry/secrets/default/{name}")).unwrap();
-        new_id = parse_value(&stored, "e2e").key_id;
-        new_id != first.key_id
-    });
+    wait_for(
+        "writes under the new key id",
+        Duration::from_secs(60),
+        || {
+            i += 1;
+            let name = format!("r{i}");
+            if !k
+                .run(&["create", "secret", "generic", &name, "--from-literal=pw=r"])
+                .status
+                .success()
+            {
+                return false;
+            }
+            let stored = embedded_get(&data, &format!("/registry/secrets/default/{name}")).unwrap();
+            new_id = parse_value(&stored, "e2e").key_id;
+            new_id != first.key_id
+        },
+    );
 
     // Offline commands reach the plugin through the configuration's endpoint.
     let data_s = data.to_str().unwrap();
-    let status = atrest(&["status", "--data-dir", data_s, "--encryption-provider-config", cfg_s]);
+    let status = atrest(&[
+        "status",
+        "--data-dir",
+        data_s,
+        "--encryption-provider-config",
+        cfg_s,
+    ]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains(&first.key_id), "{text}");
     assert!(text.contains(&new_id), "{text}");
-    assert!(!status.status.success(), "old-key objects are stale: {text}");
+    assert!(
+        !status.status.success(),
+        "old-key objects are stale: {text}"
+    );
     let got = atrest_ok(&[
         "get",
         "--data-dir",
@@ -264,8 +299,20 @@ fn kms_plugin_with_serve_outage_recovery_rotation_and_reencrypt() {
     ]);
     assert!(got.contains("stale: true"), "{got}");
     assert!(got.contains("Zmlyc3Q="), "{got}");
-    atrest_ok(&["reencrypt", "--data-dir", data_s, "--encryption-provider-config", cfg_s]);
-    let status = atrest(&["status", "--data-dir", data_s, "--encryption-provider-config", cfg_s]);
+    atrest_ok(&[
+        "reencrypt",
+        "--data-dir",
+        data_s,
+        "--encryption-provider-config",
+        cfg_s,
+    ]);
+    let status = atrest(&[
+        "status",
+        "--data-dir",
+        data_s,
+        "--encryption-provider-config",
+        cfg_s,
+    ]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success(), "{text}");
     assert!(!text.contains(&first.key_id), "{text}");
@@ -295,7 +342,13 @@ fn kube_apiserver_uses_atrest_kms_plugin_and_both_read_each_other() {
     let kk = kas.kubectl();
     let version = kk.ok(&["get", "--raw", "/version"]);
     assert!(version.contains("\"minor\": \"36\""), "{version}");
-    kk.ok(&["create", "secret", "generic", "from-kas", "--from-literal=pw=upstream"]);
+    kk.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "from-kas",
+        "--from-literal=pw=upstream",
+    ]);
     let stored = etcdctl_get(&cluster.endpoints(), "/registry/secrets/default/from-kas").unwrap();
     parse_value(&stored, "shared");
     assert!(!atrest_testkit::contains(&stored, b"upstream"));
@@ -313,16 +366,30 @@ fn kube_apiserver_uses_atrest_kms_plugin_and_both_read_each_other() {
     let server = AtrestServer::start(
         &atrest_bin(),
         &dir.path().join("data"),
-        &["--etcd-servers", &etcd, "--encryption-provider-config", cfg_s],
+        &[
+            "--etcd-servers",
+            &etcd,
+            "--encryption-provider-config",
+            cfg_s,
+        ],
     );
     let ka = server.kubectl();
     assert_eq!(
         ka.ok(&["get", "secret", "from-kas", "-o", "jsonpath={.data.pw}"]),
         "dXBzdHJlYW0="
     );
-    ka.ok(&["create", "secret", "generic", "from-atrest", "--from-literal=pw=ours"]);
-    let stored =
-        etcdctl_get(&cluster.endpoints(), "/registry/secrets/default/from-atrest").unwrap();
+    ka.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "from-atrest",
+        "--from-literal=pw=ours",
+    ]);
+    let stored = etcdctl_get(
+        &cluster.endpoints(),
+        "/registry/secrets/default/from-atrest",
+    )
+    .unwrap();
     parse_value(&stored, "shared");
     assert_eq!(
         kk.ok(&["get", "secret", "from-atrest", "-o", "jsonpath={.data.pw}"]),

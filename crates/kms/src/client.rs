@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use atrest_encryption::config::KmsConfig;
 use atrest_encryption::kms::{
-    KmsConnector, KmsEncryptResponse, KmsError, KmsLifecycle, KmsObserver, KmsStatus,
-    KmsV1Service, KmsV2Service,
+    KmsConnector, KmsEncryptResponse, KmsError, KmsLifecycle, KmsObserver, KmsStatus, KmsV1Service,
+    KmsV2Service,
 };
 use hyper_util::rt::TokioIo;
 use tokio::sync::OnceCell;
@@ -43,7 +43,10 @@ impl GrpcKmsConnector {
 
 impl KmsConnector for GrpcKmsConnector {
     fn connect_v2(&self, config: &KmsConfig) -> Result<Arc<dyn KmsV2Service>, KmsError> {
-        Ok(Arc::new(GrpcKmsV2(Conn::new(config, self.observer.clone())?)))
+        Ok(Arc::new(GrpcKmsV2(Conn::new(
+            config,
+            self.observer.clone(),
+        )?)))
     }
 
     fn connect_v1(&self, config: &KmsConfig) -> Result<Arc<dyn KmsV1Service>, KmsError> {
@@ -83,10 +86,11 @@ impl std::fmt::Debug for Conn {
 
 impl Conn {
     fn new(config: &KmsConfig, observer: Option<Arc<dyn KmsObserver>>) -> Result<Self, KmsError> {
-        let endpoint = Endpoint::parse(&config.endpoint.url).map_err(|e| KmsError::Unavailable {
-            name: config.name.clone(),
-            message: e.to_string(),
-        })?;
+        let endpoint =
+            Endpoint::parse(&config.endpoint.url).map_err(|e| KmsError::Unavailable {
+                name: config.name.clone(),
+                message: e.to_string(),
+            })?;
         Ok(Conn {
             name: config.name.clone(),
             url: config.endpoint.url.clone(),

@@ -74,7 +74,10 @@ impl Endpoint {
                 if !meta.file_type().is_socket() {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::AlreadyExists,
-                        format!("{} exists and is not a socket; not replacing it", p.display()),
+                        format!(
+                            "{} exists and is not a socket; not replacing it",
+                            p.display()
+                        ),
                     ));
                 }
                 if std::os::unix::net::UnixStream::connect(p).is_ok() {

@@ -58,8 +58,8 @@ fn chain(url: &str) -> ProviderChain {
     let yaml = format!(
         "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - kms:\n          apiVersion: v2\n          name: hsm\n          endpoint: {url}\n"
     );
-    let config = EncryptionConfig::parse(yaml.as_bytes(), "t.yaml", ParseOptions::default())
-        .unwrap();
+    let config =
+        EncryptionConfig::parse(yaml.as_bytes(), "t.yaml", ParseOptions::default()).unwrap();
     ProviderChain::build(&config, &GrpcKmsConnector::default()).unwrap()
 }
 

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atrest_encryption::kms::KmsError;
-use atrest_encryption::{EncryptedObject, EncryptionConfig, GroupResource, ParseOptions, ProviderChain};
+use atrest_encryption::{
+    EncryptedObject, EncryptionConfig, GroupResource, ParseOptions, ProviderChain,
+};
 use atrest_kms::plugin::{KeyFiles, PluginService};
 use atrest_kms::proto::v2;
 use atrest_kms::{Endpoint, GrpcKmsConnector};
@@ -24,8 +26,8 @@ fn kms_config(name: &str, endpoint: &str) -> String {
 
 fn new_chain(name: &str, endpoint: &str) -> ProviderChain {
     let yaml = kms_config(name, endpoint);
-    let config = EncryptionConfig::parse(yaml.as_bytes(), "test.yaml", ParseOptions::default())
-        .unwrap();
+    let config =
+        EncryptionConfig::parse(yaml.as_bytes(), "test.yaml", ParseOptions::default()).unwrap();
     ProviderChain::build(&config, &GrpcKmsConnector::default()).unwrap()
 }
 
@@ -94,13 +96,19 @@ async fn atrest_plugin_over_a_socket_file_writes_upstream_values() {
     assert_eq!(object.encrypted_dek_source_type, 1, "HKDF seed");
     assert!(object.key_id.starts_with("kek-"));
     assert!(!object.key_id.contains(key_text.trim()));
-    assert_eq!(written.provider.kms_key_id.as_deref(), Some(object.key_id.as_str()));
+    assert_eq!(
+        written.provider.kms_key_id.as_deref(),
+        Some(object.key_id.as_str())
+    );
 
     let read = t.decrypt(&written.stored, AAD).await.unwrap();
     assert_eq!(read.plaintext, b"the plaintext");
     assert!(!read.stale);
     // The storage key is authenticated.
-    assert!(t.decrypt(&written.stored, b"/registry/secrets/ns/other").await.is_err());
+    assert!(t
+        .decrypt(&written.stored, b"/registry/secrets/ns/other")
+        .await
+        .is_err());
 
     // A fresh process (a new chain, an empty cache) unwraps the seed through the plugin.
     let other = new_chain("files", &url);
@@ -234,7 +242,9 @@ impl v2::key_management_service_server::KeyManagementService for Base64Mock {
 
 fn fixtures() -> Option<std::path::PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
-    p.join("kmsv2_HKDF_SEED.etcdvalue.bin").exists().then_some(p)
+    p.join("kmsv2_HKDF_SEED.etcdvalue.bin")
+        .exists()
+        .then_some(p)
 }
 
 #[tokio::test]

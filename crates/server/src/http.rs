@@ -400,8 +400,9 @@ impl HttpServer {
             self.checks
                 .iter()
                 .filter(|(name, _)| {
-                    !excluded.contains(&name.as_str())
-                        && !(probe == "/readyz" && self.readyz_excluded.contains(name))
+                    let left_out = excluded.contains(&name.as_str())
+                        || (probe == "/readyz" && self.readyz_excluded.contains(name));
+                    !left_out
                 })
                 .collect()
         };

@@ -377,7 +377,13 @@ impl atrest_encryption::kms::KmsObserver for KmsMetrics {
         );
     }
 
-    fn plugin_call(&self, provider: &str, method: &'static str, grpc_code: &str, elapsed: Duration) {
+    fn plugin_call(
+        &self,
+        provider: &str,
+        method: &'static str,
+        grpc_code: &str,
+        elapsed: Duration,
+    ) {
         self.metrics.observe(
             "apiserver_envelope_encryption_kms_operations_latency_seconds",
             "KMS operation duration with gRPC error code status total.",

@@ -2,8 +2,8 @@
 
 use std::io::{Read, Write};
 
-use atrest_kms::GrpcKmsConnector;
 use atrest_encryption::{GroupResource, ProviderChain, ResourceTransformer};
+use atrest_kms::GrpcKmsConnector;
 use clap::Args;
 use serde_json::json;
 

@@ -35,7 +35,11 @@ pub struct KmsPluginArgs {
     listen: String,
     /// A key-encryption key file: 32 random bytes, base64, mode 0600 (repeatable: the first
     /// wraps, all unwrap). The key id is derived from the key and does not reveal it.
-    #[arg(long = "kek-file", value_name = "FILE", conflicts_with = "pkcs11_module")]
+    #[arg(
+        long = "kek-file",
+        value_name = "FILE",
+        conflicts_with = "pkcs11_module"
+    )]
     kek_files: Vec<PathBuf>,
     /// A PKCS#11 module to hold the keys instead (e.g. /usr/lib/softhsm/libsofthsm2.so).
     #[arg(long = "pkcs11-module", value_name = "SO", requires_all = ["token_label", "key_labels", "pin_env"])]

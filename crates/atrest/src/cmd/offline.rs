@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use atrest_kms::GrpcKmsConnector;
 use atrest_encryption::{GroupResource, ProviderChain};
+use atrest_kms::GrpcKmsConnector;
 use atrest_storage::{ChainHandle, EncryptedStore, KeyPrefix};
 use clap::Args;
 

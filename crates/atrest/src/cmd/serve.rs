@@ -71,7 +71,11 @@ pub struct ServeArgs {
     #[arg(long = "readyz-exclude-kms")]
     readyz_exclude_kms: bool,
     /// KMS v2: seconds after the last healthy Status until writes are refused (upstream: 180).
-    #[arg(long = "kms-write-state-ttl-seconds", default_value = "180", hide = true)]
+    #[arg(
+        long = "kms-write-state-ttl-seconds",
+        default_value = "180",
+        hide = true
+    )]
     kms_write_state_ttl: u64,
     /// KMS v2: Status poll interval while healthy (upstream: 60).
     #[arg(long = "kms-status-poll-seconds", default_value = "60", hide = true)]

@@ -22,7 +22,10 @@ pub struct KeyFiles {
 impl std::fmt::Debug for KeyFiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyFiles")
-            .field("files", &self.keys.iter().map(|k| &k.path).collect::<Vec<_>>())
+            .field(
+                "files",
+                &self.keys.iter().map(|k| &k.path).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -35,7 +38,8 @@ pub fn create_key_file(path: &Path) -> Result<(), BackendError> {
     let mut key = Zeroizing::new([0u8; 32]);
     getrandom::fill(key.as_mut())
         .map_err(|e| BackendError(format!("the OS random number generator failed: {e}")))?;
-    let text = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(key.as_ref()) + "\n");
+    let text =
+        Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(key.as_ref()) + "\n");
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -115,7 +119,10 @@ impl KeyFiles {
 impl KekBackend for KeyFiles {
     fn current_key_id(&self) -> String {
         // `load` guarantees at least one key.
-        self.keys.first().map(|k| k.key_id.clone()).unwrap_or_default()
+        self.keys
+            .first()
+            .map(|k| k.key_id.clone())
+            .unwrap_or_default()
     }
 
     fn key_ids(&self) -> Vec<String> {

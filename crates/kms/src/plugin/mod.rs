@@ -101,8 +101,8 @@ pub fn self_test(backend: &dyn KekBackend) -> Result<(), BackendError> {
     let mut probe = Zeroizing::new([0u8; 32]);
     getrandom::fill(probe.as_mut())
         .map_err(|e| BackendError(format!("the OS random number generator failed: {e}")))?;
-    let (key_id, wrapped) = wrap(backend, probe.as_ref())
-        .map_err(|e| BackendError(format!("wrap failed: {e}")))?;
+    let (key_id, wrapped) =
+        wrap(backend, probe.as_ref()).map_err(|e| BackendError(format!("wrap failed: {e}")))?;
     let back = unwrap(backend, &key_id, &wrapped)
         .map_err(|e| BackendError(format!("unwrap failed: {e}")))?;
     if back.as_slice() != probe.as_ref() {
@@ -194,9 +194,7 @@ impl KeyManagementService for PluginService {
         let key_id = request.key_id;
         let ciphertext = request.ciphertext;
         let id = key_id.clone();
-        let opened = self
-            .blocking(move |b| unwrap(b, &id, &ciphertext))
-            .await?;
+        let opened = self.blocking(move |b| unwrap(b, &id, &ciphertext)).await?;
         match opened {
             Ok(mut plaintext) => {
                 tracing::info!(%uid, %key_id, "decrypt");

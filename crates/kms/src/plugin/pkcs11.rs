@@ -49,7 +49,10 @@ impl std::fmt::Debug for Pkcs11Keys {
         f.debug_struct("Pkcs11Keys")
             .field("module", &self.module)
             .field("token", &self.token_label)
-            .field("keys", &self.keys.iter().map(|k| &k.label).collect::<Vec<_>>())
+            .field(
+                "keys",
+                &self.keys.iter().map(|k| &k.label).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -117,12 +120,10 @@ impl Pkcs11Keys {
                     tracing::info!(token = %options.token_label, key = %label, "generated an AES-256 key in the token (sensitive, not extractable)");
                     h
                 }
-                None => {
-                    return Err(BackendError(format!(
-                        "token {:?} has no AES secret key labelled {label:?} (--create-key makes one)",
-                        options.token_label
-                    )))
-                }
+                None => return Err(BackendError(format!(
+                    "token {:?} has no AES secret key labelled {label:?} (--create-key makes one)",
+                    options.token_label
+                ))),
             };
             let id = session
                 .get_attributes(handle, &[AttributeType::Id])
@@ -133,10 +134,8 @@ impl Pkcs11Keys {
                     _ => None,
                 })
                 .unwrap_or_default();
-            let key_id = derive_key_id(
-                "p11",
-                &[serial.as_bytes(), label.as_bytes(), id.as_slice()],
-            );
+            let key_id =
+                derive_key_id("p11", &[serial.as_bytes(), label.as_bytes(), id.as_slice()]);
             keys.push(TokenKey {
                 label: label.clone(),
                 key_id,
@@ -210,7 +209,10 @@ fn create_key(session: &Session, label: &str) -> Result<ObjectHandle, BackendErr
 impl KekBackend for Pkcs11Keys {
     fn current_key_id(&self) -> String {
         // `open` guarantees at least one key.
-        self.keys.first().map(|k| k.key_id.clone()).unwrap_or_default()
+        self.keys
+            .first()
+            .map(|k| k.key_id.clone())
+            .unwrap_or_default()
     }
 
     fn key_ids(&self) -> Vec<String> {
