@@ -400,3 +400,138 @@ fn kube_apiserver_uses_atrest_kms_plugin_and_both_read_each_other() {
     drop(cluster);
     plugin.stop();
 }
+
+#[test]
+fn kms_plugin_on_a_softhsm_token_serves_encrypt_and_decrypt() {
+    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    if !Path::new(MODULE).exists() {
+        eprintln!("note: SoftHSM is not installed (scripts/install-deps.sh); skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = write(
+        dir.path(),
+        "softhsm2.conf",
+        &format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\n",
+            tokens.display()
+        ),
+    );
+    let init = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "kms",
+            "--pin",
+            "1234",
+            "--so-pin",
+            "12345678",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let socket = dir.path().join("hsm.sock");
+    let log = std::fs::File::create(dir.path().join("plugin.log")).unwrap();
+    let mut child = Command::new(atrest_bin())
+        .arg("kms-plugin")
+        .arg("--listen")
+        .arg(format!("unix://{}", socket.display()))
+        .args([
+            "--pkcs11-module",
+            MODULE,
+            "--token-label",
+            "kms",
+            "--key-label",
+            "kek",
+        ])
+        .args(["--pin-env", "KMS_PIN", "--create-key"])
+        .env("SOFTHSM2_CONF", &conf)
+        .env("KMS_PIN", "1234")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the PKCS#11 plugin to listen",
+        Duration::from_secs(20),
+        || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
+    );
+    let cfg = kms_config(dir.path(), "hsm", &socket);
+    let cfg_s = cfg.to_str().unwrap();
+    let key = "/registry/secrets/default/hsm";
+    let sealed = atrest_testkit::run_with_input(
+        Command::new(atrest_bin()).args([
+            "encrypt",
+            "--encryption-provider-config",
+            cfg_s,
+            "--key",
+            key,
+        ]),
+        b"sealed by the token",
+    );
+    assert!(
+        sealed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sealed.stderr)
+    );
+    let object = parse_value(&sealed.stdout, "hsm");
+    assert!(object.key_id.starts_with("p11-"));
+    let opened = atrest_testkit::run_with_input(
+        Command::new(atrest_bin()).args([
+            "decrypt",
+            "--encryption-provider-config",
+            cfg_s,
+            "--key",
+            key,
+        ]),
+        &sealed.stdout,
+    );
+    assert!(
+        opened.status.success(),
+        "{}",
+        String::from_utf8_lossy(&opened.stderr)
+    );
+    assert_eq!(opened.stdout, b"sealed by the token");
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(!socket.exists());
+    let text = std::fs::read_to_string(dir.path().join("plugin.log")).unwrap();
+    assert!(!text.contains("1234"), "the PIN is never logged");
+}
+
+#[test]
+fn kms_plugin_help_explains_both_backends() {
+    let help = atrest_ok(&["kms-plugin", "--help"]);
+    for flag in [
+        "--listen",
+        "--kek-file",
+        "--pkcs11-module",
+        "--token-label",
+        "--key-label",
+        "--pin-env",
+        "--create-key",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+    let out = atrest(&[
+        "kms-plugin",
+        "--listen",
+        "tcp://127.0.0.1:1",
+        "--kek-file",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only unix sockets"));
+}

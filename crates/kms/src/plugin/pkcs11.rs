@@ -120,10 +120,12 @@ impl Pkcs11Keys {
                     tracing::info!(token = %options.token_label, key = %label, "generated an AES-256 key in the token (sensitive, not extractable)");
                     h
                 }
-                None => return Err(BackendError(format!(
+                None => {
+                    return Err(BackendError(format!(
                     "token {:?} has no AES secret key labelled {label:?} (--create-key makes one)",
                     options.token_label
-                ))),
+                )))
+                }
             };
             let id = session
                 .get_attributes(handle, &[AttributeType::Id])
