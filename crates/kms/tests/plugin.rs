@@ -347,3 +347,45 @@ fn a_loose_key_file_is_refused() {
     let err = KeyFiles::load(&[kek], false).unwrap_err().to_string();
     assert!(err.contains("chmod 600"), "{err}");
 }
+
+/// Counts plugin calls as the client reports them.
+#[derive(Debug, Default)]
+struct CallCounter(std::sync::atomic::AtomicUsize);
+
+impl atrest_encryption::kms::KmsObserver for CallCounter {
+    fn plugin_call(&self, _p: &str, _m: &'static str, _c: &str, _e: Duration) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn steady_state_writes_and_own_reads_make_no_plugin_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("kms.sock");
+    let url = format!("unix://{}", socket.display());
+    let plugin = start_files(&url, &[&dir.path().join("k")], true);
+    let counter = Arc::new(CallCounter::default());
+    let yaml = kms_config("steady", &url);
+    let config =
+        EncryptionConfig::parse(yaml.as_bytes(), "t.yaml", ParseOptions::default()).unwrap();
+    let connector = GrpcKmsConnector::new(Some(counter.clone()), Default::default());
+    let chain = ProviderChain::build(&config, &connector).unwrap();
+    assert!(chain.refresh_kms().await.is_empty());
+    let primed = counter.0.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(primed, 2, "Status and one Encrypt of the seed");
+    let t = chain.for_resource(&secrets());
+    for i in 0..10_000 {
+        let key = format!("/registry/secrets/ns/s{i}");
+        let written = t.encrypt(b"value", key.as_bytes()).await.unwrap();
+        if i % 1000 == 0 {
+            let read = t.decrypt(&written.stored, key.as_bytes()).await.unwrap();
+            assert_eq!(read.plaintext, b"value");
+        }
+    }
+    assert_eq!(
+        counter.0.load(std::sync::atomic::Ordering::SeqCst),
+        primed,
+        "no plugin call per write or per read of this process's own values"
+    );
+    plugin.stop().await;
+}
