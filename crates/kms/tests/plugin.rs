@@ -389,3 +389,114 @@ async fn steady_state_writes_and_own_reads_make_no_plugin_calls() {
     );
     plugin.stop().await;
 }
+
+#[tokio::test]
+async fn a_stale_socket_file_is_replaced_and_a_live_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("kms.sock");
+    // A socket file nobody listens on any more (a killed plugin leaves one).
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let url = format!("unix://{}", socket.display());
+    let plugin = start_files(&url, &[&dir.path().join("k")], true);
+    let chain = new_chain("stale", &url);
+    assert!(chain.refresh_kms().await.is_empty(), "the plugin serves on the replaced socket");
+    // A second plugin on the same live socket refuses to start.
+    let err = Endpoint::parse(&url).unwrap().listen().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    // A regular file is never replaced.
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, b"data").unwrap();
+    let err = Endpoint::Path(file.clone()).listen().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists, "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"data");
+    plugin.stop().await;
+}
+
+/// A KMS v1 plugin that answers like upstream's v1 test mock (base64).
+#[derive(Debug, Default)]
+struct Base64MockV1;
+
+#[tonic::async_trait]
+impl atrest_kms::proto::v1beta1::key_management_service_server::KeyManagementService
+    for Base64MockV1
+{
+    async fn version(
+        &self,
+        _r: tonic::Request<atrest_kms::proto::v1beta1::VersionRequest>,
+    ) -> Result<tonic::Response<atrest_kms::proto::v1beta1::VersionResponse>, tonic::Status> {
+        Ok(tonic::Response::new(
+            atrest_kms::proto::v1beta1::VersionResponse {
+                version: "v1beta1".into(),
+                runtime_name: "mock".into(),
+                runtime_version: "0".into(),
+            },
+        ))
+    }
+    async fn decrypt(
+        &self,
+        r: tonic::Request<atrest_kms::proto::v1beta1::DecryptRequest>,
+    ) -> Result<tonic::Response<atrest_kms::proto::v1beta1::DecryptResponse>, tonic::Status> {
+        use base64::Engine as _;
+        let plain = base64::engine::general_purpose::STANDARD
+            .decode(r.into_inner().cipher)
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        Ok(tonic::Response::new(
+            atrest_kms::proto::v1beta1::DecryptResponse { plain },
+        ))
+    }
+    async fn encrypt(
+        &self,
+        r: tonic::Request<atrest_kms::proto::v1beta1::EncryptRequest>,
+    ) -> Result<tonic::Response<atrest_kms::proto::v1beta1::EncryptResponse>, tonic::Status> {
+        use base64::Engine as _;
+        let request = r.into_inner();
+        if request.version != "v1beta1" {
+            return Err(tonic::Status::invalid_argument("version"));
+        }
+        let cipher = base64::engine::general_purpose::STANDARD
+            .encode(request.plain)
+            .into_bytes();
+        Ok(tonic::Response::new(
+            atrest_kms::proto::v1beta1::EncryptResponse { cipher },
+        ))
+    }
+}
+
+#[tokio::test]
+async fn kms_v1_plugins_are_reached_over_v1beta1() {
+    let name = format!("atrest-kms-v1-{}", std::process::id());
+    let url = format!("unix:///@{name}");
+    let listener = Endpoint::parse(&url).unwrap().listen().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                atrest_kms::proto::v1beta1::key_management_service_server::KeyManagementServiceServer::new(
+                    Base64MockV1,
+                ),
+            )
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                async {
+                    let _ = rx.await;
+                },
+            ),
+    );
+    let yaml = format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - kms:\n          name: old\n          endpoint: {url}\n"
+    );
+    let options = ParseOptions {
+        allow_kms_v1: true,
+        ..ParseOptions::default()
+    };
+    let config = EncryptionConfig::parse(yaml.as_bytes(), "t.yaml", options).unwrap();
+    let chain = ProviderChain::build(&config, &GrpcKmsConnector::default()).unwrap();
+    let t = chain.for_resource(&secrets());
+    let written = t.encrypt(b"v1 value", AAD).await.unwrap();
+    assert!(written.stored.starts_with(b"k8s:enc:kms:v1:old:"));
+    let read = t.decrypt(&written.stored, AAD).await.unwrap();
+    assert_eq!(read.plaintext, b"v1 value");
+    drop(tx);
+    server.await.unwrap().unwrap();
+}

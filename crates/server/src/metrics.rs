@@ -397,3 +397,48 @@ impl atrest_encryption::kms::KmsObserver for KmsMetrics {
         );
     }
 }
+
+#[cfg(test)]
+mod kms_tests {
+    use super::*;
+    use atrest_encryption::kms::KmsObserver;
+
+    #[test]
+    fn key_id_hashes_are_upstreams() {
+        assert_eq!(
+            hash_label("1"),
+            "sha256:6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b"
+        );
+        assert_eq!(hash_label(""), "");
+        let metrics = std::sync::Arc::new(Metrics::default());
+        let kms = KmsMetrics::new(metrics.clone(), "server-a");
+        kms.key_id_used("p", "to_storage", "1");
+        kms.key_id_used("p", "to_storage", "1");
+        kms.invalid_status_key_id("p", "empty");
+        kms.cache_miss();
+        assert_eq!(
+            metrics.counter_value(
+                "apiserver_envelope_encryption_key_id_hash_total",
+                &[
+                    ("transformation_type", "to_storage"),
+                    ("provider_name", "p"),
+                    (
+                        "key_id_hash",
+                        "sha256:6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b"
+                    ),
+                    ("apiserver_id_hash", &hash_label("server-a")),
+                ]
+            ),
+            2.0
+        );
+        assert_eq!(
+            metrics.counter_value(
+                "apiserver_envelope_encryption_invalid_key_id_from_status_total",
+                &[("error", "empty")]
+            ),
+            1.0
+        );
+        let text = metrics.render();
+        assert!(text.contains("apiserver_storage_envelope_transformation_cache_misses_total 1"));
+    }
+}
