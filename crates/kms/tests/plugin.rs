@@ -400,7 +400,10 @@ async fn a_stale_socket_file_is_replaced_and_a_live_one_is_not() {
     let url = format!("unix://{}", socket.display());
     let plugin = start_files(&url, &[&dir.path().join("k")], true);
     let chain = new_chain("stale", &url);
-    assert!(chain.refresh_kms().await.is_empty(), "the plugin serves on the replaced socket");
+    assert!(
+        chain.refresh_kms().await.is_empty(),
+        "the plugin serves on the replaced socket"
+    );
     // A second plugin on the same live socket refuses to start.
     let err = Endpoint::parse(&url).unwrap().listen().unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");

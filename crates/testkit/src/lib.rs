@@ -185,6 +185,11 @@ impl Kubectl {
     }
 
     pub fn run_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        run_with_input(&mut self.command(args), input)
+    }
+
+    /// The command, not started (for long-running ones such as `get --watch`).
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(KUBECTL);
         command
             .arg("--kubeconfig")
@@ -192,7 +197,7 @@ impl Kubectl {
             .arg("--cache-dir")
             .arg(&self.cache_dir)
             .args(args);
-        run_with_input(&mut command, input)
+        command
     }
 
     /// Runs and requires success; returns stdout.
