@@ -542,3 +542,210 @@ async fn a_hung_etcd_gets_quick_5xx_answers_readyz_fails_livez_holds_and_service
         requests.len()
     );
 }
+
+/// Values that must never appear in any log or error output.
+fn assert_no_leak(what: &str, text: &str, canaries: &[(&str, String)]) {
+    for (name, canary) in canaries {
+        assert!(
+            !text.contains(canary.as_str()),
+            "{what} contains the {name} ({canary}):\n{}",
+            text.lines()
+                .filter(|l| l.contains(canary.as_str()))
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+#[test]
+fn at_trace_level_no_key_token_or_secret_value_is_logged_and_loose_configs_are_warned_about() {
+    use base64::Engine as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+    let dir = tempfile::tempdir().unwrap();
+    let second_key = "c2Vjb25kLWtleS1mb3ItdGhlLWh5Z2llbmUtdGVzdCE=";
+    let enc = write(
+        dir.path(),
+        "enc.yaml",
+        &config("secrets", &[provider("aesgcm", "k1", KEY)]),
+    );
+    // Readable by everyone: serve must warn (and still start, as kube-apiserver does).
+    std::fs::set_permissions(&enc, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let data = dir.path().join("data");
+    let server = AtrestServer::start_with_log_level(
+        &atrest_bin(),
+        &data,
+        atrest_testkit::free_port(),
+        &[
+            "--encryption-provider-config",
+            enc.to_str().unwrap(),
+            "--encryption-provider-config-automatic-reload",
+            "--encryption-provider-config-reload-interval",
+            "1",
+        ],
+        "trace",
+    );
+    let token = std::fs::read_to_string(data.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let canary = "canary-Hq7Zr2-value";
+    let kubectl = server.kubectl();
+    kubectl.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "hygiene",
+        &format!("--from-literal=password={canary}"),
+    ]);
+    kubectl.ok(&["get", "secret", "hygiene", "-o", "yaml"]);
+    kubectl.ok(&["get", "secrets", "-A", "-o", "json"]);
+    kubectl.ok(&[
+        "patch",
+        "secret",
+        "hygiene",
+        "-p",
+        &format!("{{\"stringData\":{{\"other\":\"{canary}-patched\"}}}}"),
+    ]);
+    let json = kubectl.ok(&["get", "secret", "hygiene", "-o", "json"]);
+    kubectl.ok_with_input(&["replace", "-f", "-"], json.as_bytes());
+    // A bad request whose body carries the value must not echo it into the log either.
+    kubectl.fails(&[
+        "create",
+        "secret",
+        "generic",
+        "Bad_Name",
+        &format!("--from-literal=password={canary}"),
+    ]);
+    // A wrong bearer token is refused without being logged.
+    let wrong_token = "wrong-token-Zk38dQ";
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {wrong_token}"))
+        .arg(format!(
+            "https://127.0.0.1:{}/api/v1/namespaces/default/secrets",
+            server.port
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+    // A key rotation through automatic reload: the new key is parsed and logged about.
+    let rotated = config(
+        "secrets",
+        &[
+            provider("aesgcm", "k2", second_key),
+            provider("aesgcm", "k1", KEY),
+        ],
+    );
+    std::fs::write(&enc, rotated).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored = atrest_testkit::embedded_get(&data, "/registry/secrets/default/hygiene");
+        kubectl.ok_with_input(
+            &["replace", "-f", "-"],
+            kubectl
+                .ok(&["get", "secret", "hygiene", "-o", "json"])
+                .as_bytes(),
+        );
+        if stored.is_some_and(|v| v.starts_with(b"k8s:enc:aesgcm:v1:k2:")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new key was never loaded");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    kubectl.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "doomed",
+        "--from-literal=a=b",
+    ]);
+    kubectl.ok(&["delete", "secret", "doomed"]);
+    let log_path = server.log.clone();
+    // SIGTERM: a clean exit takes its heartbeat with it, so the offline commands below do
+    // not wait for a live server to load the configuration.
+    assert!(server.stop().success());
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(
+        log.contains("readable by group or others") && log.contains("0644"),
+        "serve warns about the loose config file"
+    );
+
+    // Everything serve wrote that holds a key, token or data is 0600 (certificates are
+    // public), in 0700 directories where they hold keys.
+    let mut checked = 0;
+    let mut stack = vec![data.clone()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("kubectl-cache-") {
+            continue; // the test harness's kubectl cache, not atrest's
+        }
+        if meta.is_dir() {
+            if name == "pki" {
+                assert_eq!(mode, 0o700, "{}", path.display());
+            }
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if !name.ends_with(".crt") && !name.ends_with(".log") {
+            assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 6,
+        "admin token, kubeconfig, three keys, the store"
+    );
+
+    // Offline commands at trace level, on the same store.
+    let mut offline = String::new();
+    for args in [
+        vec!["status", "-o", "json"],
+        vec!["reencrypt"],
+        vec!["get", "/registry/secrets/default/hygiene"],
+    ] {
+        let mut full = args.clone();
+        full.extend([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--encryption-provider-config",
+            enc.to_str().unwrap(),
+        ]);
+        let out = common::atrest_env(&full, &[("RUST_LOG", "trace")]);
+        assert_eq!(
+            code(&out),
+            0,
+            "atrest {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if args[0] == "get" {
+            // `get` prints the decrypted object: the value is on stdout, as asked.
+            assert!(String::from_utf8_lossy(&out.stdout).contains(&b64(canary)));
+        }
+        offline.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+
+    let canaries = [
+        ("key k1", KEY.to_string()),
+        ("key k2", second_key.to_string()),
+        ("admin token", token.clone()),
+        ("wrong token", wrong_token.to_string()),
+        ("secret value", canary.to_string()),
+        ("secret value (base64)", b64(canary)),
+        ("patched value (base64)", b64(&format!("{canary}-patched"))),
+    ];
+    assert!(log.lines().count() > 100, "the trace log is really verbose");
+    assert_no_leak("the serve log at trace level", &log, &canaries);
+    assert_no_leak(
+        "offline commands' stderr at trace level",
+        &offline,
+        &canaries,
+    );
+    println!(
+        "figure: trace-level serve log of {} lines and offline output of {} lines: 0 keys, \
+         tokens or secret values",
+        log.lines().count(),
+        offline.lines().count()
+    );
+}

@@ -59,6 +59,17 @@ impl AtrestServer {
     }
 
     pub fn start_on(binary: &Path, data_dir: &Path, port: u16, args: &[&str]) -> Self {
+        Self::start_with_log_level(binary, data_dir, port, args, "info")
+    }
+
+    /// As `start_on`, logging at `level` (a `RUST_LOG` value such as `trace`).
+    pub fn start_with_log_level(
+        binary: &Path,
+        data_dir: &Path,
+        port: u16,
+        args: &[&str],
+        level: &str,
+    ) -> Self {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.join(format!("serve-{port}.log"));
         let log_file = std::fs::OpenOptions::new()
@@ -73,7 +84,7 @@ impl AtrestServer {
             .arg("--secure-port")
             .arg(port.to_string())
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
             .spawn()

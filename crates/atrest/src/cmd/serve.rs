@@ -94,6 +94,17 @@ pub fn serve(args: ServeArgs) -> CmdResult {
             "--encryption-provider-config-automatic-reload must be set with --encryption-provider-config".into(),
         ));
     }
+    if let Some(file) = &args.encryption_provider_config {
+        // The file holds the keys: say so at start-up, not only in `config check`.
+        if let Ok(Some(mode)) = crate::files::readable_by_others(file) {
+            tracing::warn!(
+                file = %file.display(),
+                mode = format!("{mode:04o}"),
+                "the encryption configuration is readable by group or others: it holds the \
+                 keys; chmod 600 it"
+            );
+        }
+    }
     let options = ServeOptions {
         data_dir: args.store.data_dir.clone(),
         store: args.store.config(true)?,
