@@ -749,3 +749,202 @@ fn at_trace_level_no_key_token_or_secret_value_is_logged_and_loose_configs_are_w
         offline.lines().count()
     );
 }
+
+/// A small tmpfs mounted for one test (needs root, as CI runs), unmounted when dropped.
+struct SmallFilesystem {
+    path: std::path::PathBuf,
+}
+
+impl SmallFilesystem {
+    fn mount(path: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(path).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallFilesystem {
+            path: path.to_path_buf(),
+        }
+    }
+
+    fn remount(&self, mode: &str) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// Fills the filesystem holding `dir` with one file, until the kernel says it is full.
+fn fill(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write as _;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    loop {
+        match file.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    let _ = file.sync_all();
+    path
+}
+
+async fn create(client: &KubeClient, name: &str) -> atrest_client::Response {
+    client
+        .request(
+            http::Method::POST,
+            "/api/v1/namespaces/default/secrets",
+            Some(&secret(name, name)),
+        )
+        .await
+        .unwrap()
+}
+
+fn assert_clear_store_error(
+    server: &AtrestServer,
+    answer: &atrest_client::Response,
+    words: &[&str],
+) {
+    assert!(
+        (500..600).contains(&answer.status),
+        "{}: {}",
+        answer.status,
+        String::from_utf8_lossy(&answer.body)
+    );
+    let status: Value = serde_json::from_slice(&answer.body).unwrap();
+    let message = status["message"].as_str().unwrap().to_lowercase();
+    assert!(
+        words.iter().any(|w| message.contains(w)),
+        "the error says what is wrong ({words:?}): {message}\nthe server's log:\n{}",
+        server.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_embedded_store_on_a_full_disk_and_a_read_only_data_dir_fails_clearly_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let enc = aesgcm_config(dir.path());
+    let fs = SmallFilesystem::mount(&dir.path().join("mnt"), "16m");
+    let data = fs.path.join("data");
+    let port = atrest_testkit::free_port();
+    let args = ["--encryption-provider-config", enc.to_str().unwrap()];
+    // The harness logs into the data dir, so the log fills up with the disk too, as a
+    // node's logs often do.
+    let server = AtrestServer::start_on(&atrest_bin(), &data, port, &args);
+    let client = client(&server);
+    let mut acknowledged = BTreeMap::new();
+    for i in 0..20 {
+        let name = format!("before-{i}");
+        assert_eq!(create(&client, &name).await.status, 201);
+        acknowledged.insert(name.clone(), name);
+    }
+
+    // Full disk: writes fail with an error that says so; reads go on.
+    let filler = fill(&fs.path);
+    let mut refused = 0;
+    let mut accepted_while_full = 0;
+    for i in 0..50 {
+        let name = format!("full-{i}");
+        let answer = create(&client, &name).await;
+        if answer.status == 201 {
+            // SQLite may still have room in pages it already holds.
+            acknowledged.insert(name.clone(), name);
+            accepted_while_full += 1;
+        } else {
+            assert_clear_store_error(&server, &answer, &["full", "space"]);
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "no write was refused on a full disk");
+    assert_all_present(&server, &acknowledged).await;
+    assert!(
+        server.log_text().to_lowercase().contains("full"),
+        "the log says the disk is full"
+    );
+    // Space returns: service resumes by itself.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = create(&client, "after-full").await;
+        if answer.status == 201 {
+            acknowledged.insert("after-full".into(), "after-full".into());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes did not resume after space returned"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Read-only data dir (a filesystem remounted read-only, as the kernel does after I/O
+    // errors): serve refuses to start with an error naming the data dir, and starts once it
+    // is writable again.
+    assert!(tokio::task::block_in_place(|| server.stop()).success());
+    fs.remount("ro");
+    let out = std::process::Command::new(atrest_bin())
+        .args([
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--secure-port",
+        ])
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        !out.status.success(),
+        "serve started on a read-only data dir"
+    );
+    assert!(
+        stderr.contains("read-only") && stderr.contains(&data.display().to_string().to_lowercase()),
+        "the error names the data dir and says it is read-only: {stderr}"
+    );
+    fs.remount("rw");
+    let server = AtrestServer::start_on(&atrest_bin(), &data, port, &args);
+    let client = self::client(&server);
+    assert_eq!(create(&client, "after-ro").await.status, 201);
+    acknowledged.insert("after-ro".into(), "after-ro".into());
+
+    // No corruption: a restart reads everything, and the audit finds every value readable.
+    assert!(tokio::task::block_in_place(|| server.stop()).success());
+    let server = AtrestServer::start_on(&atrest_bin(), &data, port, &args);
+    assert_all_present(&server, &acknowledged).await;
+    assert!(tokio::task::block_in_place(|| server.stop()).success());
+    assert_audit_clean(&["--data-dir", data.to_str().unwrap()], &enc);
+    println!(
+        "figure: embedded store on a 16 MiB tmpfs: full disk refused {refused} of 50 writes \
+         with a clear error ({accepted_while_full} fitted) and resumed without a restart once \
+         space returned (the log on the same full disk); on the remounted read-only \
+         filesystem serve refused to start naming the data dir, and started once rw; {} \
+         acknowledged writes intact after restart",
+        acknowledged.len()
+    );
+}
