@@ -233,6 +233,20 @@ impl KubeClient {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Response, ClientError> {
+        let payload = body.map(|b| b.to_string().into_bytes());
+        let content_type = body.map(|_| "application/json");
+        self.request_bytes(method, path, content_type, payload.unwrap_or_default())
+            .await
+    }
+
+    /// Sends one request with a body of `content_type` (a patch type, protobuf...).
+    pub async fn request_bytes(
+        &self,
+        method: http::Method,
+        path: &str,
+        content_type: Option<&str>,
+        payload: Vec<u8>,
+    ) -> Result<Response, ClientError> {
         let fail = |message: String| ClientError::Connection {
             server: self.server.clone(),
             message,
@@ -245,15 +259,14 @@ impl KubeClient {
         if send.ready().await.is_err() {
             send = self.connect().await?;
         }
-        let payload = body.map(|b| b.to_string()).unwrap_or_default();
         let mut request = http::Request::builder()
             .method(method)
             .uri(path)
             .header(http::header::HOST, &self.authority)
             .header(http::header::ACCEPT, "application/json")
             .header(http::header::USER_AGENT, "atrest");
-        if body.is_some() {
-            request = request.header(http::header::CONTENT_TYPE, "application/json");
+        if let Some(content_type) = content_type {
+            request = request.header(http::header::CONTENT_TYPE, content_type);
         }
         if let Some(token) = &self.token {
             request = request.header(
