@@ -3,7 +3,7 @@
 //! everything else. atrest serves no RBAC objects, so this is what a kube-apiserver with RBAC
 //! and no bindings answers.
 
-use atrest_api::authn::UserInfo;
+use atrest_auth::authn::UserInfo;
 use serde_json::json;
 
 use crate::request::{Query, ResourcePath};

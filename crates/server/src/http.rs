@@ -18,7 +18,7 @@ use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use atrest_api::authn::{is_public_path, AuthOutcome, Authenticator, UserInfo};
+use atrest_auth::authn::{is_public_path, AuthOutcome, Authenticator, UserInfo};
 
 use crate::api::{Accept, Api, Reply};
 use crate::authz;
