@@ -10,9 +10,9 @@ use atrest_api::table::{build_table, IncludeObject, TableKind, TableOptions};
 use atrest_api::validation::{self, ValidationKind};
 use serde_json::Value;
 
-use crate::request::Query;
+use crate::options::{FieldValidation, Selectors};
 use crate::resources::{Builtin, ResourceInfo};
-use crate::status::ApiError;
+use crate::status::{ApiError, Reason};
 
 /// Decodes a request body by its `Content-Type`.
 pub fn decode(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
@@ -61,17 +61,17 @@ pub fn apply_patch(
     let patch_type = PatchType::from_content_type(content_type).ok_or_else(|| {
         ApiError::new(
             415,
-            "UnsupportedMediaType",
+            Reason::UnsupportedMediaType,
             kind.unsupported_media_type_message(),
         )
     })?;
     patch::apply_patch(current, patch_type, kind, body).map_err(|e| {
         let code = e.http_status();
         let reason = match code {
-            415 => "UnsupportedMediaType",
-            409 => "Conflict",
-            422 => "Invalid",
-            _ => "BadRequest",
+            415 => Reason::UnsupportedMediaType,
+            409 => Reason::Conflict,
+            422 => Reason::Invalid,
+            _ => Reason::BadRequest,
         };
         ApiError::new(code, reason, e.to_string())
     })
@@ -123,8 +123,12 @@ const METADATA_FIELDS: &[&str] = &[
 
 /// `fieldValidation=Strict` (kubectl's default): unknown fields of built-in kinds are a 400.
 /// `Warn`/`Ignore` accept them (they are dropped when the object is normalised).
-pub fn check_fields(res: &ResourceInfo, object: &Value, query: &Query) -> Result<(), ApiError> {
-    if !matches!(query.get("fieldValidation"), Some("Strict")) {
+pub fn check_fields(
+    res: &ResourceInfo,
+    object: &Value,
+    validation: FieldValidation,
+) -> Result<(), ApiError> {
+    if validation != FieldValidation::Strict {
         return Ok(());
     }
     let mut unknown = Vec::new();
@@ -214,9 +218,10 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn from_query(query: &Query, res: &ResourceInfo) -> Result<Self, ApiError> {
-        let labels = query
-            .get("labelSelector")
+    pub fn new(selectors: &Selectors, res: &ResourceInfo) -> Result<Self, ApiError> {
+        let labels = selectors
+            .labels
+            .as_deref()
             .map(selector::parse_label_selector)
             .transpose()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -229,8 +234,9 @@ impl Filter {
             }
             None => selector::FieldSelectorKind::CustomResource,
         };
-        let fields = query
-            .get("fieldSelector")
+        let fields = selectors
+            .fields
+            .as_deref()
             .map(|f| selector::parse_field_selector(f, kind))
             .transpose()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -255,7 +261,7 @@ pub fn table(
     res: &ResourceInfo,
     version: &str,
     items: &[Value],
-    query: &Query,
+    include_object: IncludeObject,
     metadata: &Value,
 ) -> Result<Value, ApiError> {
     let columns = res
@@ -277,8 +283,7 @@ pub fn table(
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     let options = TableOptions {
-        include_object: IncludeObject::from_query(query.get("includeObject"))
-            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        include_object,
         now_unix_seconds: now,
         resource_version: metadata.get("resourceVersion").and_then(Value::as_str),
         continue_token: metadata.get("continue").and_then(Value::as_str),

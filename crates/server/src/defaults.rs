@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use atrest_api::validation::FieldCause;
 
 use crate::resources::{Builtin, ResourceInfo};
-use crate::status::ApiError;
+use crate::status::{ApiError, Reason};
 
 /// `2006-01-02T15:04:05Z` for the current time (whole seconds, as metav1.Time).
 pub fn now_rfc3339() -> String {
@@ -201,7 +201,7 @@ pub fn prepare_update(
         if Some(uid) != old_meta.get("uid").and_then(Value::as_str) {
             return Err(ApiError::new(
                 409,
-                "Conflict",
+                Reason::Conflict,
                 format!(
                     "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
                     old_meta["uid"].as_str().unwrap_or("")

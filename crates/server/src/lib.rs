@@ -16,6 +16,7 @@ pub mod http;
 pub mod metrics;
 pub mod migration;
 pub mod objects;
+pub mod options;
 pub mod request;
 pub mod resources;
 pub mod serve;
