@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod kind;
 pub mod patch;
 pub mod selector;
 pub mod table;

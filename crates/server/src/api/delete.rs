@@ -7,6 +7,8 @@ use super::{list_failure, Api};
 use crate::bodies;
 use crate::defaults;
 use crate::objects::{object_name, set_resource_version, StoredObject};
+use atrest_api::kind::Cascade;
+
 use crate::options::{DeleteOptions, Selectors};
 use crate::resources::{Builtin, ResourceInfo};
 use crate::status::{self, ApiError, Reason};
@@ -42,7 +44,7 @@ impl Api {
                 tracing::warn!(key = key.as_str(), error = %u.error, "deleting an unreadable object on request (ignoreStoreReadErrorWithClusterBreakingPotential)");
                 if !dry {
                     self.objects.delete(res, &key, u.mod_revision).await?;
-                    if res.builtin == Some(Builtin::Namespace) {
+                    if res.model().cascade() == Cascade::NamespaceContents {
                         self.empty_namespace(name).await?;
                     }
                     self.after_write(res).await?;
@@ -69,15 +71,15 @@ impl Api {
         if dry {
             return Ok(existing.object);
         }
-        let revision = match res.builtin {
-            Some(Builtin::Namespace) => self.delete_namespace(res, &existing, name).await?,
-            Some(Builtin::CustomResourceDefinition) => {
+        let revision = match res.model().cascade() {
+            Cascade::NamespaceContents => self.delete_namespace(res, &existing, name).await?,
+            Cascade::CustomResources => {
                 self.delete_custom_resources(&existing.object).await?;
                 self.objects
                     .delete(res, &key, existing.mod_revision)
                     .await?
             }
-            Some(Builtin::Secret | Builtin::ConfigMap) | None => {
+            Cascade::None => {
                 self.objects
                     .delete(res, &key, existing.mod_revision)
                     .await?

@@ -265,7 +265,7 @@ impl Api {
         let sub = path.subresource.as_deref().unwrap_or("");
         let name = path.name.as_deref().unwrap_or("");
         let ns = path.namespace.as_deref();
-        let has_status = res.builtin.is_none() || res.builtin == Some(Builtin::Namespace);
+        let has_status = res.model().status_subresource();
         match (sub, method.as_str()) {
             ("status", "GET") if has_status => {
                 self.get(res, ns, name).await.map(|o| Reply::Json(200, o))
