@@ -117,6 +117,30 @@ impl LabelSelector {
     }
 }
 
+/// The selector in upstream's `String()` form (`a=b,c in (d,e),!f`), which parses back to
+/// the same selector.
+impl std::fmt::Display for LabelSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (index, r) in self.requirements.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            let first = r.values.first().map_or("", String::as_str);
+            match r.operator {
+                LabelOperator::Equals => write!(f, "{}={first}", r.key)?,
+                LabelOperator::NotEquals => write!(f, "{}!={first}", r.key)?,
+                LabelOperator::In => write!(f, "{} in ({})", r.key, r.values.join(","))?,
+                LabelOperator::NotIn => write!(f, "{} notin ({})", r.key, r.values.join(","))?,
+                LabelOperator::Exists => f.write_str(&r.key)?,
+                LabelOperator::DoesNotExist => write!(f, "!{}", r.key)?,
+                LabelOperator::GreaterThan => write!(f, "{}>{first}", r.key)?,
+                LabelOperator::LessThan => write!(f, "{}<{first}", r.key)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Whether `labels` satisfy every requirement of `selector`.
 pub fn matches<L: Labels + ?Sized>(selector: &LabelSelector, labels: &L) -> bool {
     selector
@@ -540,7 +564,7 @@ pub fn parse_label_selector(selector: &str) -> Result<LabelSelector, SelectorErr
 // Field selectors (fields.ParseSelector plus field label conversion)
 
 /// One `field op value` term.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FieldRequirement {
     /// The field, e.g. `metadata.name`.
     pub field: String,
@@ -569,6 +593,27 @@ impl FieldSelector {
             let actual = field_value(object, &requirement.field);
             (actual == requirement.value) != requirement.negated
         })
+    }
+}
+
+/// The selector as `field=value,field!=value` with `\\`, `\,` and `\=` escaped in
+/// values, which parses back to the same terms.
+impl std::fmt::Display for FieldSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (index, r) in self.requirements.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(&r.field)?;
+            f.write_str(if r.negated { "!=" } else { "=" })?;
+            for c in r.value.chars() {
+                if matches!(c, '\\' | ',' | '=') {
+                    f.write_str("\\")?;
+                }
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
     }
 }
 
