@@ -275,3 +275,42 @@ impl Registry {
         groups
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn resources_come_from_the_kind_table() {
+        let registry = Registry::builtin(StorageEncoding::Protobuf);
+        let secrets = registry.find("", "secrets").unwrap();
+        assert_eq!(secrets.model(), Kind::SECRET);
+        assert_eq!(
+            (
+                secrets.kind.as_str(),
+                secrets.namespaced,
+                secrets.key_segment.as_str()
+            ),
+            ("Secret", true, "secrets")
+        );
+        assert_eq!(secrets.encoding, StorageEncoding::Protobuf);
+        let crds = registry
+            .find("apiextensions.k8s.io", "customresourcedefinitions")
+            .unwrap();
+        assert_eq!(crds.encoding, StorageEncoding::Json);
+        assert_eq!(crds.short_names, ["crd", "crds"]);
+        let migrations = registry
+            .find(crate::migration::GROUP, crate::migration::PLURAL)
+            .unwrap();
+        assert_eq!(migrations.model(), Kind::CLUSTER_CUSTOM);
+        let cluster_crd = ResourceInfo::from_crd(&json!({"spec": {
+            "group": "example.com", "scope": "Cluster",
+            "names": {"plural": "foos", "kind": "Foo"},
+            "versions": [{"name": "v1", "served": true, "storage": true}]
+        }}))
+        .unwrap();
+        assert_eq!(cluster_crd.model(), Kind::CLUSTER_CUSTOM);
+    }
+}

@@ -351,3 +351,48 @@ pub fn decode_storage(bytes: &[u8]) -> Result<Value, CodecError> {
         None => Err(CodecError::UnrecognizedEncoding),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::kind::{Kind, BUILTINS};
+    use serde_json::json;
+
+    #[test]
+    fn typed_kinds_are_the_typed_builtins() {
+        for kind in TypedKind::ALL {
+            assert_eq!(TypedKind::of("v1", kind.name()), Some(kind));
+            assert!(has_protobuf_codec("v1", kind.name()));
+        }
+        assert_eq!(TypedKind::of("v2", "Secret"), None);
+        assert_eq!(TypedKind::of("v1", "Pod"), None);
+        // Every built-in kind the Kind table calls typed has a typed form here, and no other.
+        for b in BUILTINS {
+            let info = b.info();
+            assert_eq!(
+                TypedKind::of(info.version, info.kind).is_some(),
+                Kind::Builtin(b).typed(),
+                "{}",
+                info.kind
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_kinds_are_refused_not_decoded_as_another() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
+        assert!(matches!(
+            encode_protobuf(&pod),
+            Err(CodecError::UnsupportedKind { .. })
+        ));
+        assert!(matches!(
+            normalize_builtin(&pod),
+            Err(CodecError::UnsupportedKind { .. })
+        ));
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}});
+        let back = decode_protobuf(&encode_protobuf(&ns).unwrap()).unwrap();
+        assert_eq!(back["kind"], "Namespace");
+        assert_eq!(back["metadata"]["name"], "n");
+    }
+}
