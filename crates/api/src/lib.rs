@@ -1,13 +1,11 @@
 //! atrest's Kubernetes API layer: the object model without HTTP (codecs, patches, selectors,
-//! tables, validation) and serving security (TLS/PKI, authentication, kubeconfig). Storage
-//! keys live in `atrest-storage`.
+//! tables, validation). Storage keys live in `atrest-storage`; serving security (TLS/PKI,
+//! authentication, kubeconfig) in `atrest-auth`.
 #![forbid(unsafe_code)]
 
-pub mod authn;
 pub mod codec;
-pub mod kubeconfig;
+pub mod kind;
 pub mod patch;
 pub mod selector;
 pub mod table;
-pub mod tls;
 pub mod validation;

@@ -3,7 +3,7 @@
 //! Objects and patches are [`serde_json::Value`]s in the Kubernetes JSON API
 //! shape (see [`crate::codec`]). Everything here is pure: the caller parses
 //! the request, picks the [`PatchType`] from its `Content-Type`, checks it
-//! against [`ResourceKind::supports`], and stores what [`apply_patch`]
+//! against [`Kind::supports`], and stores what [`apply_patch`]
 //! returns after the usual validation (name/namespace must not change, field
 //! validation, ...).
 //!
@@ -28,7 +28,7 @@
 //! - `application/apply-patch+yaml` (server-side apply):
 //!   [`PatchError::ApplyPatchUnsupported`].
 //! - Strategic merge patch of custom resources: refused, as upstream does
-//!   (415); [`ResourceKind::supports`] says so before the body is read.
+//!   (415); [`Kind::supports`] says so before the body is read.
 //! - evanphx/json-patch's negative array indices (a Go extension to RFC 6902).
 //! - Where upstream copies a strategic patch value verbatim into a field the
 //!   object does not have yet, directives and nulls inside it are processed
@@ -36,6 +36,8 @@
 //!   as data and fail later).
 
 use serde_json::{Map, Value};
+
+use crate::kind::Kind;
 
 /// Upstream's limit on the number of operations in one JSON patch
 /// (`maxJSONPatchOperations` in the apiserver's patch handler).
@@ -84,41 +86,10 @@ impl PatchType {
     }
 }
 
-/// What is being patched; it decides which patch types upstream accepts and
-/// the strategic merge schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ResourceKind {
-    /// core/v1 Secret.
-    Secret,
-    /// core/v1 ConfigMap.
-    ConfigMap,
-    /// core/v1 Namespace.
-    Namespace,
-    /// apiextensions.k8s.io/v1 CustomResourceDefinition (a built-in type, so
-    /// strategic merge patch is accepted).
-    CustomResourceDefinition,
-    /// An instance of a CRD (unstructured: no strategic merge patch).
-    CustomResource,
-}
-
-impl ResourceKind {
-    /// The patch types upstream lists as accepted for this kind, in the order
-    /// of its 415 message. Apply patches are listed (upstream accepts them)
-    /// even though [`apply_patch`] refuses them.
-    pub fn supported_patch_types(self) -> &'static [PatchType] {
-        match self {
-            ResourceKind::CustomResource => &[
-                PatchType::JsonPatch,
-                PatchType::MergePatch,
-                PatchType::ApplyPatch,
-            ],
-            _ => &PatchType::ALL,
-        }
-    }
-
+impl Kind {
     /// Whether upstream accepts `patch_type` for this kind.
     pub fn supports(self, patch_type: PatchType) -> bool {
-        self.supported_patch_types().contains(&patch_type)
+        self.patch_types().contains(&patch_type)
     }
 
     /// Upstream's 415 `Status.message` for a patch `Content-Type` this kind
@@ -126,7 +97,7 @@ impl ResourceKind {
     /// accepted media types include: application/json-patch+json, ...`.
     pub fn unsupported_media_type_message(self) -> String {
         let accepted: Vec<&str> = self
-            .supported_patch_types()
+            .patch_types()
             .iter()
             .map(|patch_type| patch_type.content_type())
             .collect();
@@ -250,7 +221,7 @@ impl PatchError {
 pub fn apply_patch(
     original: &Value,
     patch_type: PatchType,
-    kind: ResourceKind,
+    kind: Kind,
     body: &[u8],
 ) -> Result<Value, PatchError> {
     if !kind.supports(patch_type) {
@@ -656,7 +627,7 @@ fn invalid_list(path: &[String], reason: impl Into<String>) -> PatchError {
 /// original lacks are dropped, `$deleteFromPrimitiveList` lists are applied).
 ///
 /// Both `original` and `patch` must be JSON objects. Custom resources must
-/// not come here (see [`ResourceKind::supports`]).
+/// not come here (see [`Kind::supports`]).
 pub fn apply_strategic_merge_patch(original: &Value, patch: &Value) -> Result<Value, PatchError> {
     let (Value::Object(original), Value::Object(patch)) = (original, patch) else {
         return Err(if patch.is_object() {
@@ -1466,7 +1437,7 @@ mod tests {
         apply_patch(
             original,
             PatchType::StrategicMergePatch,
-            ResourceKind::Secret,
+            Kind::SECRET,
             patch.to_string().as_bytes(),
         )
     }
@@ -1478,7 +1449,7 @@ mod tests {
         let patched = apply_patch(
             &secret(),
             PatchType::StrategicMergePatch,
-            ResourceKind::Secret,
+            Kind::SECRET,
             body,
         )
         .unwrap();
@@ -1630,7 +1601,7 @@ mod tests {
         let patched = apply_patch(
             &namespace,
             PatchType::StrategicMergePatch,
-            ResourceKind::Namespace,
+            Kind::NAMESPACE,
             br#"{"spec":{"finalizers":["y"]},"metadata":{"managedFields":[{"manager":"b"}]}}"#,
         )
         .unwrap();
@@ -1648,12 +1619,12 @@ mod tests {
             Some(PatchType::StrategicMergePatch)
         );
         assert_eq!(PatchType::from_content_type("application/json"), None);
-        assert!(ResourceKind::Secret.supports(PatchType::StrategicMergePatch));
-        assert!(!ResourceKind::CustomResource.supports(PatchType::StrategicMergePatch));
+        assert!(Kind::SECRET.supports(PatchType::StrategicMergePatch));
+        assert!(!Kind::NAMESPACED_CUSTOM.supports(PatchType::StrategicMergePatch));
         let error = apply_patch(
             &json!({}),
             PatchType::StrategicMergePatch,
-            ResourceKind::CustomResource,
+            Kind::NAMESPACED_CUSTOM,
             b"{}",
         )
         .unwrap_err();
@@ -1664,19 +1635,14 @@ mod tests {
              application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
         );
         assert_eq!(
-            apply_patch(
-                &json!({}),
-                PatchType::ApplyPatch,
-                ResourceKind::Secret,
-                b"{}"
-            ),
+            apply_patch(&json!({}), PatchType::ApplyPatch, Kind::SECRET, b"{}"),
             Err(PatchError::ApplyPatchUnsupported)
         );
         let custom = json!({"apiVersion": "x.io/v1", "kind": "Foo", "metadata": {"name": "f"}, "spec": {"a": 1}});
         let patched = apply_patch(
             &custom,
             PatchType::MergePatch,
-            ResourceKind::CustomResource,
+            Kind::NAMESPACED_CUSTOM,
             br#"{"spec":{"a":null,"b":[2]}}"#,
         )
         .unwrap();
@@ -1685,7 +1651,7 @@ mod tests {
             apply_patch(
                 &custom,
                 PatchType::MergePatch,
-                ResourceKind::CustomResource,
+                Kind::NAMESPACED_CUSTOM,
                 b"{"
             ),
             Err(PatchError::InvalidJson { .. })
@@ -1694,7 +1660,7 @@ mod tests {
             apply_patch(
                 &custom,
                 PatchType::MergePatch,
-                ResourceKind::CustomResource,
+                Kind::NAMESPACED_CUSTOM,
                 b"[1]"
             ),
             Err(PatchError::PatchNotAnObject)
@@ -1703,7 +1669,7 @@ mod tests {
             apply_patch(
                 &custom,
                 PatchType::JsonPatch,
-                ResourceKind::CustomResource,
+                Kind::NAMESPACED_CUSTOM,
                 br#"[{"op":"replace","path":"","value":3}]"#
             ),
             Err(PatchError::ResultNotAnObject)

@@ -8,10 +8,9 @@
 //! values (see [`crate::validation`]). The empty selector matches everything.
 //!
 //! Field selectors: comma-separated `f=v`, `f==v`, `f!=v` with `\,`, `\=`,
-//! `\\` escapes, over the fields each kind supports: `metadata.name`,
-//! `metadata.namespace` for all, `type` for secrets, `status.phase` for
-//! namespaces (which, as upstream, do not accept `metadata.namespace`, nor
-//! do cluster-scoped custom resources).
+//! `\\` escapes, over the fields each kind selects ([`Kind::selects_field`]):
+//! `metadata.name`, `metadata.namespace` for namespaced kinds, `type` for
+//! secrets, `status.phase` for namespaces.
 //!
 //! # Not supported
 //!
@@ -22,6 +21,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use crate::kind::Kind;
 use crate::validation::{is_qualified_name, is_valid_label_value};
 
 /// A label selector requirement operator.
@@ -114,6 +114,30 @@ impl LabelSelector {
             Some(labels) => matches(self, labels),
             None => matches(self, &Map::new()),
         }
+    }
+}
+
+/// The selector in upstream's `String()` form (`a=b,c in (d,e),!f`), which parses back to
+/// the same selector.
+impl std::fmt::Display for LabelSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (index, r) in self.requirements.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            let first = r.values.first().map_or("", String::as_str);
+            match r.operator {
+                LabelOperator::Equals => write!(f, "{}={first}", r.key)?,
+                LabelOperator::NotEquals => write!(f, "{}!={first}", r.key)?,
+                LabelOperator::In => write!(f, "{} in ({})", r.key, r.values.join(","))?,
+                LabelOperator::NotIn => write!(f, "{} notin ({})", r.key, r.values.join(","))?,
+                LabelOperator::Exists => f.write_str(&r.key)?,
+                LabelOperator::DoesNotExist => write!(f, "!{}", r.key)?,
+                LabelOperator::GreaterThan => write!(f, "{}>{first}", r.key)?,
+                LabelOperator::LessThan => write!(f, "{}<{first}", r.key)?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -539,50 +563,8 @@ pub fn parse_label_selector(selector: &str) -> Result<LabelSelector, SelectorErr
 // ---------------------------------------------------------------------------
 // Field selectors (fields.ParseSelector plus field label conversion)
 
-/// The kind whose fields a field selector names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldSelectorKind {
-    /// core/v1 secrets: `metadata.name`, `metadata.namespace`, `type`.
-    Secret,
-    /// core/v1 configmaps: `metadata.name`, `metadata.namespace`.
-    ConfigMap,
-    /// core/v1 namespaces: `metadata.name`, `status.phase`.
-    Namespace,
-    /// customresourcedefinitions: `metadata.name`, `metadata.namespace`.
-    CustomResourceDefinition,
-    /// namespaced custom resources: `metadata.name`, `metadata.namespace`.
-    CustomResource,
-    /// cluster-scoped custom resources: `metadata.name` only (upstream's
-    /// `crConverter`).
-    ClusterScopedCustomResource,
-}
-
-impl FieldSelectorKind {
-    fn supports(self, field: &str) -> bool {
-        match self {
-            FieldSelectorKind::Secret => {
-                matches!(field, "metadata.name" | "metadata.namespace" | "type")
-            }
-            FieldSelectorKind::Namespace => matches!(field, "metadata.name" | "status.phase"),
-            FieldSelectorKind::ClusterScopedCustomResource => field == "metadata.name",
-            _ => matches!(field, "metadata.name" | "metadata.namespace"),
-        }
-    }
-
-    fn unsupported_message(self, field: &str) -> String {
-        match self {
-            // Kinds with no conversion function of their own fall back to
-            // runtime.DefaultMetaV1FieldSelectorConversion.
-            FieldSelectorKind::ConfigMap | FieldSelectorKind::CustomResourceDefinition => format!(
-                "{field:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
-            ),
-            _ => format!("field label not supported: {field}"),
-        }
-    }
-}
-
 /// One `field op value` term.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FieldRequirement {
     /// The field, e.g. `metadata.name`.
     pub field: String,
@@ -614,26 +596,40 @@ impl FieldSelector {
     }
 }
 
+/// The selector as `field=value,field!=value` with `\\`, `\,` and `\=` escaped in
+/// values, which parses back to the same terms.
+impl std::fmt::Display for FieldSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (index, r) in self.requirements.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(&r.field)?;
+            f.write_str(if r.negated { "!=" } else { "=" })?;
+            for c in r.value.chars() {
+                if matches!(c, '\\' | ',' | '=') {
+                    f.write_str("\\")?;
+                }
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The string at a field label (`metadata.name` reads `/metadata/name`); only labels the
+/// kind selects get here.
 fn field_value<'a>(object: &'a Value, field: &str) -> &'a str {
-    let pointer = match field {
-        "metadata.name" => "/metadata/name",
-        "metadata.namespace" => "/metadata/namespace",
-        "type" => "/type",
-        "status.phase" => "/status/phase",
-        _ => return "",
-    };
+    let pointer = format!("/{}", field.replace('.', "/"));
     object
-        .pointer(pointer)
+        .pointer(&pointer)
         .and_then(Value::as_str)
         .unwrap_or("")
 }
 
 /// Parses a field selector for `kind` (`fields.ParseSelector`, then the
 /// kind's field label conversion). The empty string selects everything.
-pub fn parse_field_selector(
-    selector: &str,
-    kind: FieldSelectorKind,
-) -> Result<FieldSelector, SelectorError> {
+pub fn parse_field_selector(selector: &str, kind: Kind) -> Result<FieldSelector, SelectorError> {
     let mut terms = split_unescaped(selector, ',');
     terms.sort();
     let mut requirements = Vec::new();
@@ -647,8 +643,8 @@ pub fn parse_field_selector(
             )));
         };
         let value = unescape_field_value(raw_value)?;
-        if !kind.supports(field) {
-            return Err(SelectorError::new(kind.unsupported_message(field)));
+        if !kind.selects_field(field) {
+            return Err(SelectorError::new(kind.unsupported_field_message(field)));
         }
         requirements.push(FieldRequirement {
             field: field.to_owned(),
@@ -865,59 +861,51 @@ mod tests {
     #[test]
     fn field_selectors() {
         let secret = json!({"metadata": {"name": "s1", "namespace": "default"}, "type": "Opaque"});
-        let selector =
-            parse_field_selector("metadata.name=s1,type==Opaque", FieldSelectorKind::Secret)
-                .unwrap();
+        let selector = parse_field_selector("metadata.name=s1,type==Opaque", Kind::SECRET).unwrap();
         assert!(selector.matches(&secret));
-        let selector =
-            parse_field_selector("metadata.namespace!=default", FieldSelectorKind::Secret).unwrap();
+        let selector = parse_field_selector("metadata.namespace!=default", Kind::SECRET).unwrap();
         assert!(!selector.matches(&secret));
-        assert!(parse_field_selector("", FieldSelectorKind::ConfigMap)
+        assert!(parse_field_selector("", Kind::CONFIG_MAP)
             .unwrap()
             .is_empty());
         assert!(
-            parse_field_selector("metadata.name=a\\,b", FieldSelectorKind::ConfigMap)
+            parse_field_selector("metadata.name=a\\,b", Kind::CONFIG_MAP)
                 .unwrap()
                 .matches(&json!({"metadata": {"name": "a,b"}}))
         );
-        assert!(
-            parse_field_selector("status.phase=Active", FieldSelectorKind::Namespace)
-                .unwrap()
-                .matches(&json!({"metadata": {"name": "n"}, "status": {"phase": "Active"}}))
-        );
+        assert!(parse_field_selector("status.phase=Active", Kind::NAMESPACE)
+            .unwrap()
+            .matches(&json!({"metadata": {"name": "n"}, "status": {"phase": "Active"}})));
         assert_eq!(
-            parse_field_selector("spec.foo=1", FieldSelectorKind::Secret)
+            parse_field_selector("spec.foo=1", Kind::SECRET)
                 .unwrap_err()
                 .message,
             "field label not supported: spec.foo"
         );
         assert_eq!(
-            parse_field_selector("type=x", FieldSelectorKind::CustomResource)
+            parse_field_selector("type=x", Kind::NAMESPACED_CUSTOM)
                 .unwrap_err()
                 .message,
             "field label not supported: type"
         );
         assert_eq!(
-            parse_field_selector(
-                "metadata.namespace=x",
-                FieldSelectorKind::ClusterScopedCustomResource
-            )
-            .unwrap_err()
-            .message,
+            parse_field_selector("metadata.namespace=x", Kind::CLUSTER_CUSTOM)
+                .unwrap_err()
+                .message,
             "field label not supported: metadata.namespace"
         );
         assert_eq!(
-            parse_field_selector("type=x", FieldSelectorKind::ConfigMap).unwrap_err().message,
+            parse_field_selector("type=x", Kind::CONFIG_MAP).unwrap_err().message,
             "\"type\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
         );
         assert_eq!(
-            parse_field_selector("metadata.name", FieldSelectorKind::Secret)
+            parse_field_selector("metadata.name", Kind::SECRET)
                 .unwrap_err()
                 .message,
             "invalid selector: 'metadata.name'; can't understand 'metadata.name'"
         );
         assert_eq!(
-            parse_field_selector("metadata.name=a\\x", FieldSelectorKind::Secret)
+            parse_field_selector("metadata.name=a\\x", Kind::SECRET)
                 .unwrap_err()
                 .message,
             "invalid field selector: invalid escape sequence: \\x"

@@ -28,6 +28,8 @@
 pub use crate::codec::{format_rfc3339, parse_rfc3339};
 use serde_json::{json, Map, Value};
 
+use crate::kind::{Cell, Kind};
+
 /// `metav1.ObjectMeta` `name` documentation, upstream's `Name` column
 /// description.
 pub const NAME_DESCRIPTION: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
@@ -36,10 +38,10 @@ pub const NAME_DESCRIPTION: &str = "Name must be unique within a namespace. Is r
 /// and `Created At` column description.
 pub const CREATION_TIMESTAMP_DESCRIPTION: &str = "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
 
-const SECRET_TYPE_DESCRIPTION: &str = "Used to facilitate programmatic handling of secret data. More info: https://kubernetes.io/docs/concepts/configuration/secret/#secret-types";
-const SECRET_DATA_DESCRIPTION: &str = "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'. The serialized form of the secret data is a base64 encoded string, representing the arbitrary (possibly non-string) data value here. Described in https://tools.ietf.org/html/rfc4648#section-4";
-const CONFIG_MAP_DATA_DESCRIPTION: &str = "Data contains the configuration data. Each key must consist of alphanumeric characters, '-', '_' or '.'. Values with non-UTF-8 byte sequences must use the BinaryData field. The keys stored in Data must not overlap with the keys in the BinaryData field, this is enforced during validation process.";
-const NAMESPACE_STATUS_DESCRIPTION: &str = "The status of the namespace";
+pub(crate) const SECRET_TYPE_DESCRIPTION: &str = "Used to facilitate programmatic handling of secret data. More info: https://kubernetes.io/docs/concepts/configuration/secret/#secret-types";
+pub(crate) const SECRET_DATA_DESCRIPTION: &str = "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'. The serialized form of the secret data is a base64 encoded string, representing the arbitrary (possibly non-string) data value here. Described in https://tools.ietf.org/html/rfc4648#section-4";
+pub(crate) const CONFIG_MAP_DATA_DESCRIPTION: &str = "Data contains the configuration data. Each key must consist of alphanumeric characters, '-', '_' or '.'. Values with non-UTF-8 byte sequences must use the BinaryData field. The keys stored in Data must not overlap with the keys in the BinaryData field, this is enforced during validation process.";
+pub(crate) const NAMESPACE_STATUS_DESCRIPTION: &str = "The status of the namespace";
 
 /// What the rows' `object` holds (`?includeObject=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,26 +68,6 @@ impl IncludeObject {
             }),
         }
     }
-}
-
-/// The resource a table lists; it picks the columns.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum TableKind<'a> {
-    /// core/v1 secrets.
-    Secret,
-    /// core/v1 configmaps.
-    ConfigMap,
-    /// core/v1 namespaces.
-    Namespace,
-    /// apiextensions.k8s.io/v1 customresourcedefinitions.
-    CustomResourceDefinition,
-    /// Custom resources, with the served version's
-    /// `additionalPrinterColumns` (see [`printer_columns_for_version`]);
-    /// an empty slice gives the default `Name`, `Age`.
-    CustomResource {
-        /// `spec.versions[].additionalPrinterColumns` entries of the CRD.
-        printer_columns: &'a [Value],
-    },
 }
 
 /// Everything besides the objects that goes into a table.
@@ -185,77 +167,36 @@ enum PathStep {
 /// Builds a `meta.k8s.io/v1` `Table` listing `objects` (each a JSON API
 /// object of the kind `kind` describes).
 pub fn build_table(
-    kind: TableKind<'_>,
+    kind: Kind,
+    printer_columns: &[Value],
     objects: &[Value],
     options: &TableOptions<'_>,
 ) -> Result<Value, TableError> {
     let now = options.now_unix_seconds;
     let mut column_definitions = vec![column("Name", "string", "name", NAME_DESCRIPTION, 0)];
-    let rows_cells: Vec<Vec<Value>> = match kind {
-        TableKind::Secret => {
-            column_definitions.extend([
-                column("Type", "string", "", SECRET_TYPE_DESCRIPTION, 0),
-                column("Data", "string", "", SECRET_DATA_DESCRIPTION, 0),
-                column("Age", "string", "", CREATION_TIMESTAMP_DESCRIPTION, 0),
-            ]);
+    let rows_cells: Vec<Vec<Value>> = match kind.builtin() {
+        Some(builtin) => {
+            column_definitions.extend(
+                builtin
+                    .columns
+                    .iter()
+                    .map(|c| column(c.name, c.column_type, "", c.description, 0)),
+            );
             objects
                 .iter()
                 .map(|object| {
-                    vec![
-                        name_cell(object),
-                        Value::String(string_at(object, "/type").to_owned()),
-                        Value::from(map_len(object, "/data")),
-                        Value::String(age(object, now)),
-                    ]
+                    let mut cells = vec![name_cell(object)];
+                    cells.extend(
+                        builtin
+                            .columns
+                            .iter()
+                            .map(|c| builtin_cell(c.cell, object, now)),
+                    );
+                    cells
                 })
                 .collect()
         }
-        TableKind::ConfigMap => {
-            column_definitions.extend([
-                column("Data", "string", "", CONFIG_MAP_DATA_DESCRIPTION, 0),
-                column("Age", "string", "", CREATION_TIMESTAMP_DESCRIPTION, 0),
-            ]);
-            objects
-                .iter()
-                .map(|object| {
-                    vec![
-                        name_cell(object),
-                        Value::from(map_len(object, "/data") + map_len(object, "/binaryData")),
-                        Value::String(age(object, now)),
-                    ]
-                })
-                .collect()
-        }
-        TableKind::Namespace => {
-            column_definitions.extend([
-                column("Status", "string", "", NAMESPACE_STATUS_DESCRIPTION, 0),
-                column("Age", "string", "", CREATION_TIMESTAMP_DESCRIPTION, 0),
-            ]);
-            objects
-                .iter()
-                .map(|object| {
-                    vec![
-                        name_cell(object),
-                        Value::String(string_at(object, "/status/phase").to_owned()),
-                        Value::String(age(object, now)),
-                    ]
-                })
-                .collect()
-        }
-        TableKind::CustomResourceDefinition => {
-            column_definitions.push(column(
-                "Created At",
-                "date",
-                "",
-                CREATION_TIMESTAMP_DESCRIPTION,
-                0,
-            ));
-            objects
-                .iter()
-                .map(|object| vec![name_cell(object), created_at(object)])
-                .collect()
-        }
-        TableKind::CustomResource { printer_columns } => {
+        None => {
             let columns = if printer_columns.is_empty() {
                 vec![CustomColumn {
                     name: "Age".to_owned(),
@@ -362,6 +303,17 @@ fn string_at<'a>(object: &'a Value, pointer: &str) -> &'a str {
         .pointer(pointer)
         .and_then(Value::as_str)
         .unwrap_or("")
+}
+
+fn builtin_cell(cell: Cell, object: &Value, now: i64) -> Value {
+    match cell {
+        Cell::String(pointer) => Value::String(string_at(object, pointer).to_owned()),
+        Cell::Count(pointers) => {
+            Value::from(pointers.iter().map(|p| map_len(object, p)).sum::<u64>())
+        }
+        Cell::Age => Value::String(age(object, now)),
+        Cell::CreatedAt => created_at(object),
+    }
 }
 
 fn name_cell(object: &Value) -> Value {
@@ -702,7 +654,7 @@ mod tests {
             "metadata": {"name": "s1", "namespace": "default", "creationTimestamp": "2024-01-10T11:57:00Z"},
             "data": {"a": "YQ==", "b": "Yg=="}, "type": "Opaque"
         });
-        let table = build_table(TableKind::Secret, &[secret], &options()).unwrap();
+        let table = build_table(Kind::SECRET, &[], &[secret], &options()).unwrap();
         assert_eq!(
             table,
             json!({
@@ -735,7 +687,8 @@ mod tests {
             "data": {"a": "1"}, "binaryData": {"b": "AA=="}
         });
         let table = build_table(
-            TableKind::ConfigMap,
+            Kind::CONFIG_MAP,
+            &[],
             &[config_map],
             &TableOptions {
                 include_object: IncludeObject::None,
@@ -759,7 +712,7 @@ mod tests {
             "metadata": {"name": "kube-system", "creationTimestamp": null},
             "spec": {}, "status": {"phase": "Active"}
         });
-        let table = build_table(TableKind::Namespace, &[namespace], &options()).unwrap();
+        let table = build_table(Kind::NAMESPACE, &[], &[namespace], &options()).unwrap();
         assert_eq!(column_names(&table), ["Name", "Status", "Age"]);
         assert_eq!(
             table["columnDefinitions"][1]["description"],
@@ -770,7 +723,7 @@ mod tests {
             json!(["kube-system", "Active", "<unknown>"])
         );
 
-        let empty = build_table(TableKind::Namespace, &[], &TableOptions::default()).unwrap();
+        let empty = build_table(Kind::NAMESPACE, &[], &[], &TableOptions::default()).unwrap();
         assert_eq!(empty["rows"], json!([]));
         assert_eq!(empty["metadata"], json!({}));
     }
@@ -779,7 +732,8 @@ mod tests {
     fn crd_table() {
         let crd = json!({"metadata": {"name": "foos.example.com", "creationTimestamp": "2024-01-01T00:00:00Z"}});
         let table = build_table(
-            TableKind::CustomResourceDefinition,
+            Kind::CUSTOM_RESOURCE_DEFINITION,
+            &[],
             std::slice::from_ref(&crd),
             &TableOptions {
                 include_object: IncludeObject::Object,
@@ -804,9 +758,8 @@ mod tests {
             "status": {"conditions": [{"type": "Ready", "status": "True"}]}
         });
         let table = build_table(
-            TableKind::CustomResource {
-                printer_columns: &[],
-            },
+            Kind::NAMESPACED_CUSTOM,
+            &[],
             std::slice::from_ref(&object),
             &options(),
         )
@@ -833,9 +786,8 @@ mod tests {
         let printer_columns = printer_columns_for_version(&crd, "v1");
         assert!(printer_columns_for_version(&crd, "v1beta1").is_empty());
         let table = build_table(
-            TableKind::CustomResource {
-                printer_columns: &printer_columns,
-            },
+            Kind::NAMESPACED_CUSTOM,
+            &printer_columns,
             &[object],
             &options(),
         )
@@ -873,13 +825,7 @@ mod tests {
 
         let bad = [json!({"name": "X", "type": "string", "jsonPath": ".items[*].name"})];
         assert!(matches!(
-            build_table(
-                TableKind::CustomResource {
-                    printer_columns: &bad
-                },
-                &[],
-                &options()
-            ),
+            build_table(Kind::NAMESPACED_CUSTOM, &bad, &[], &options()),
             Err(TableError::InvalidPrinterColumn { index: 0, .. })
         ));
     }

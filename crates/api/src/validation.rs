@@ -32,6 +32,8 @@ use std::fmt;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
+use crate::kind::{Kind, NameRule, Rules};
+
 const DNS1123_LABEL_FORMAT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 const DNS1123_LABEL_ERROR: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
 const DNS1123_SUBDOMAIN_FORMAT: &str =
@@ -421,38 +423,10 @@ pub fn invalid_status(group: &str, kind: &str, name: &str, causes: &[FieldCause]
     })
 }
 
-/// The kind being validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ValidationKind {
-    /// core/v1 Secret (namespaced, subdomain names).
-    Secret,
-    /// core/v1 ConfigMap (namespaced, subdomain names).
-    ConfigMap,
-    /// core/v1 Namespace (cluster-scoped, label names).
-    Namespace,
-    /// CustomResourceDefinition (cluster-scoped, subdomain names).
-    CustomResourceDefinition,
-    /// A custom resource (subdomain names).
-    CustomResource {
-        /// Whether the CRD's scope is `Namespaced`.
-        namespaced: bool,
-    },
-}
-
-impl ValidationKind {
-    fn namespaced(self) -> bool {
-        match self {
-            ValidationKind::Secret | ValidationKind::ConfigMap => true,
-            ValidationKind::Namespace | ValidationKind::CustomResourceDefinition => false,
-            ValidationKind::CustomResource { namespaced } => namespaced,
-        }
-    }
-
-    fn name_errors(self, name: &str) -> Vec<String> {
-        match self {
-            ValidationKind::Namespace => is_dns1123_label(name),
-            _ => is_dns1123_subdomain(name),
-        }
+fn name_errors(kind: Kind, name: &str) -> Vec<String> {
+    match kind.name_rule() {
+        NameRule::Dns1123Label => is_dns1123_label(name),
+        NameRule::Dns1123Subdomain => is_dns1123_subdomain(name),
     }
 }
 
@@ -468,7 +442,7 @@ fn object_at<'a>(object: &'a Value, pointer: &str) -> Option<&'a Map<String, Val
 }
 
 /// `ValidateObjectMeta` (name, namespace, labels, annotations).
-fn validate_metadata(kind: ValidationKind, object: &Value, causes: &mut Vec<FieldCause>) {
+fn validate_metadata(kind: Kind, object: &Value, causes: &mut Vec<FieldCause>) {
     let name = string_at(object, "/metadata/name");
     let generate_name = string_at(object, "/metadata/generateName");
     if name.is_empty() && generate_name.is_empty() {
@@ -477,14 +451,14 @@ fn validate_metadata(kind: ValidationKind, object: &Value, causes: &mut Vec<Fiel
             "name or generateName is required",
         ));
     } else if !name.is_empty() {
-        for message in kind.name_errors(name) {
+        for message in name_errors(kind, name) {
             causes.push(FieldCause::invalid("metadata.name", name, &message));
         }
     } else {
         // A prefix: the random suffix makes a trailing '-' fine.
         let prefix = generate_name.strip_suffix('-').unwrap_or(generate_name);
         let prefix = if prefix.is_empty() { "a" } else { prefix };
-        for message in kind.name_errors(prefix) {
+        for message in name_errors(kind, prefix) {
             causes.push(FieldCause::invalid(
                 "metadata.generateName",
                 generate_name,
@@ -561,11 +535,11 @@ fn validate_data_keys(path: &str, data: &Map<String, Value>, causes: &mut Vec<Fi
 
 /// Validates an object for create (`Validate<Kind>`): every cause found, in
 /// upstream's order (metadata first, map keys sorted).
-pub fn validate_create(kind: ValidationKind, object: &Value) -> Vec<FieldCause> {
+pub fn validate_create(kind: Kind, object: &Value) -> Vec<FieldCause> {
     let mut causes = Vec::new();
     validate_metadata(kind, object, &mut causes);
-    match kind {
-        ValidationKind::Secret => {
+    match kind.rules() {
+        Rules::Secret => {
             let empty = Map::new();
             let data = object_at(object, "/data").unwrap_or(&empty);
             validate_data_keys("data", data, &mut causes);
@@ -575,7 +549,7 @@ pub fn validate_create(kind: ValidationKind, object: &Value) -> Vec<FieldCause> 
             }
             validate_secret_type(object, data, &mut causes);
         }
-        ValidationKind::CustomResourceDefinition => {
+        Rules::CustomResourceDefinition => {
             let name = string_at(object, "/metadata/name");
             let plural = string_at(object, "/spec/names/plural");
             let group = string_at(object, "/spec/group");
@@ -587,7 +561,7 @@ pub fn validate_create(kind: ValidationKind, object: &Value) -> Vec<FieldCause> 
                 ));
             }
         }
-        ValidationKind::ConfigMap => {
+        Rules::ConfigMap => {
             let empty = Map::new();
             let data = object_at(object, "/data").unwrap_or(&empty);
             let binary_data = object_at(object, "/binaryData").unwrap_or(&empty);
@@ -614,7 +588,7 @@ pub fn validate_create(kind: ValidationKind, object: &Value) -> Vec<FieldCause> 
                 causes.push(FieldCause::too_long("", MAX_SECRET_SIZE_BYTES));
             }
         }
-        _ => {}
+        Rules::MetadataOnly => {}
     }
     causes
 }
@@ -682,14 +656,14 @@ fn is_immutable(object: &Value) -> bool {
 /// Validates an update of `old` to `new`: everything [`validate_create`]
 /// checks on `new`, then the update rules (Secret `type` immutability,
 /// `immutable: true` secrets and configmaps).
-pub fn validate_update(kind: ValidationKind, new: &Value, old: &Value) -> Vec<FieldCause> {
+pub fn validate_update(kind: Kind, new: &Value, old: &Value) -> Vec<FieldCause> {
     let mut causes = validate_create(kind, new);
     let empty = Value::Object(Map::new());
     let field = |object: &Value, name: &str| -> Value {
         object.get(name).cloned().unwrap_or_else(|| empty.clone())
     };
-    match kind {
-        ValidationKind::Secret => {
+    match kind.rules() {
+        Rules::Secret => {
             let new_type = string_at(new, "/type");
             if new_type != string_at(old, "/type") {
                 causes.push(FieldCause::invalid(
@@ -707,7 +681,7 @@ pub fn validate_update(kind: ValidationKind, new: &Value, old: &Value) -> Vec<Fi
                 }
             }
         }
-        ValidationKind::ConfigMap if is_immutable(old) => {
+        Rules::ConfigMap if is_immutable(old) => {
             if !is_immutable(new) {
                 causes.push(FieldCause::forbidden("immutable", IMMUTABLE_SET_MESSAGE));
             }
@@ -718,7 +692,7 @@ pub fn validate_update(kind: ValidationKind, new: &Value, old: &Value) -> Vec<Fi
                 causes.push(FieldCause::forbidden("binaryData", IMMUTABLE_SET_MESSAGE));
             }
         }
-        _ => {}
+        Rules::ConfigMap | Rules::CustomResourceDefinition | Rules::MetadataOnly => {}
     }
     causes
 }
@@ -766,7 +740,7 @@ mod tests {
 
     #[test]
     fn secret_name_message_matches_upstream() {
-        let causes = validate_create(ValidationKind::Secret, &secret("Bad_Name"));
+        let causes = validate_create(Kind::SECRET, &secret("Bad_Name"));
         assert_eq!(causes.len(), 1);
         assert_eq!(
             causes[0].to_json(),
@@ -785,14 +759,14 @@ mod tests {
         assert_eq!(status["reason"], "Invalid");
         assert_eq!(status["details"]["kind"], "Secret");
         assert!(status["details"].get("group").is_none());
-        assert!(validate_create(ValidationKind::Secret, &secret("good.name")).is_empty());
+        assert!(validate_create(Kind::SECRET, &secret("good.name")).is_empty());
     }
 
     #[test]
     fn metadata_rules() {
         let mut object = json!({"metadata": {}});
         assert_eq!(
-            validate_create(ValidationKind::ConfigMap, &object),
+            validate_create(Kind::CONFIG_MAP, &object),
             [
                 FieldCause::required("metadata.name", "name or generateName is required"),
                 FieldCause::required("metadata.namespace", ""),
@@ -803,10 +777,10 @@ mod tests {
             "Required value"
         );
         object["metadata"] = json!({"generateName": "web-", "namespace": "default"});
-        assert!(validate_create(ValidationKind::ConfigMap, &object).is_empty());
+        assert!(validate_create(Kind::CONFIG_MAP, &object).is_empty());
 
         let namespace = json!({"metadata": {"name": "a.b", "namespace": "x"}});
-        let causes = validate_create(ValidationKind::Namespace, &namespace);
+        let causes = validate_create(Kind::NAMESPACE, &namespace);
         assert_eq!(causes.len(), 2);
         assert_eq!(causes[0].field, "metadata.name");
         assert_eq!(
@@ -819,7 +793,7 @@ mod tests {
             "labels": {"bad key": "ok", "good": "-bad"},
             "annotations": {"example.com/Note": "x", "bad key": "y"}
         }});
-        let causes = validate_create(ValidationKind::ConfigMap, &labelled);
+        let causes = validate_create(Kind::CONFIG_MAP, &labelled);
         let summary: Vec<(&str, &str)> = causes
             .iter()
             .map(|cause| (cause.field.as_str(), cause.cause_type.reason()))
@@ -841,7 +815,7 @@ mod tests {
             "annotations": {"a": "x".repeat(TOTAL_ANNOTATION_SIZE_LIMIT_BYTES)}
         }});
         assert_eq!(
-            validate_create(ValidationKind::ConfigMap, &big),
+            validate_create(Kind::CONFIG_MAP, &big),
             [FieldCause {
                 cause_type: CauseType::TooLong,
                 field: "metadata.annotations".to_owned(),
@@ -854,7 +828,7 @@ mod tests {
     fn secret_and_config_map_data() {
         let mut object = secret("s");
         object["data"] = json!({"bad key": "c2VjcmV0"});
-        let causes = validate_create(ValidationKind::Secret, &object);
+        let causes = validate_create(Kind::SECRET, &object);
         assert_eq!(causes.len(), 1);
         assert_eq!(causes[0].field, "data[bad key]");
         assert_eq!(
@@ -867,7 +841,7 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(vec![0u8; MAX_SECRET_SIZE_BYTES + 1]);
         object["data"] = json!({"a": huge});
         assert_eq!(
-            validate_create(ValidationKind::Secret, &object),
+            validate_create(Kind::SECRET, &object),
             [FieldCause::too_long("data", MAX_SECRET_SIZE_BYTES)]
         );
 
@@ -875,7 +849,7 @@ mod tests {
             "metadata": {"name": "c", "namespace": "default"},
             "data": {"a": "1", "b c": "2"}, "binaryData": {"a": "AA=="}
         });
-        let causes = validate_create(ValidationKind::ConfigMap, &config_map);
+        let causes = validate_create(Kind::CONFIG_MAP, &config_map);
         let messages: Vec<String> = causes.iter().map(ToString::to_string).collect();
         assert_eq!(
             messages,
@@ -888,7 +862,7 @@ mod tests {
             "metadata": {"name": "c", "namespace": "default"},
             "data": {"a": "x".repeat(MAX_SECRET_SIZE_BYTES)}, "binaryData": {"b": "AA=="}
         });
-        let causes = validate_create(ValidationKind::ConfigMap, &too_big);
+        let causes = validate_create(Kind::CONFIG_MAP, &too_big);
         assert_eq!(causes.len(), 1);
         assert_eq!(causes[0].field, "");
         assert_eq!(causes[0].cause_type, CauseType::TooLong);
@@ -900,7 +874,7 @@ mod tests {
         object["type"] = json!("kubernetes.io/tls");
         object["data"] = json!({"tls.crt": "Y2VydA=="});
         assert_eq!(
-            validate_create(ValidationKind::Secret, &object)
+            validate_create(Kind::SECRET, &object)
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>(),
@@ -908,7 +882,7 @@ mod tests {
         );
         object["type"] = json!("kubernetes.io/dockerconfigjson");
         object["data"] = json!({".dockerconfigjson": "bm90IGpzb24="});
-        let causes = validate_create(ValidationKind::Secret, &object);
+        let causes = validate_create(Kind::SECRET, &object);
         assert_eq!(causes.len(), 1);
         assert_eq!(
             causes[0].message,
@@ -916,10 +890,10 @@ mod tests {
         );
         object["type"] = json!("kubernetes.io/basic-auth");
         object["data"] = json!({"password": "cA=="});
-        assert!(validate_create(ValidationKind::Secret, &object).is_empty());
+        assert!(validate_create(Kind::SECRET, &object).is_empty());
         object["type"] = json!("kubernetes.io/service-account-token");
         assert_eq!(
-            validate_create(ValidationKind::Secret, &object)[0].field,
+            validate_create(Kind::SECRET, &object)[0].field,
             "metadata.annotations[kubernetes.io/service-account.name]"
         );
 
@@ -928,7 +902,7 @@ mod tests {
             "spec": {"group": "example.com", "names": {"plural": "foos"}}
         });
         assert_eq!(
-            validate_create(ValidationKind::CustomResourceDefinition, &crd)[0].to_string(),
+            validate_create(Kind::CUSTOM_RESOURCE_DEFINITION, &crd)[0].to_string(),
             "metadata.name: Invalid value: \"foo.example.com\": must be spec.names.plural+\".\"+spec.group"
         );
     }
@@ -938,7 +912,7 @@ mod tests {
         let old = secret("s");
         let mut new = old.clone();
         new["type"] = json!("example.com/custom");
-        let causes = validate_update(ValidationKind::Secret, &new, &old);
+        let causes = validate_update(Kind::SECRET, &new, &old);
         assert_eq!(
             causes.iter().map(ToString::to_string).collect::<Vec<_>>(),
             ["type: Invalid value: \"example.com/custom\": field is immutable"]
@@ -947,10 +921,10 @@ mod tests {
         let mut old = secret("s");
         old["immutable"] = json!(true);
         let mut new = old.clone();
-        assert!(validate_update(ValidationKind::Secret, &new, &old).is_empty());
+        assert!(validate_update(Kind::SECRET, &new, &old).is_empty());
         new["data"] = json!({"ok.key": "b3RoZXI="});
         new["immutable"] = json!(false);
-        let causes = validate_update(ValidationKind::Secret, &new, &old);
+        let causes = validate_update(Kind::SECRET, &new, &old);
         assert_eq!(
             causes.iter().map(ToString::to_string).collect::<Vec<_>>(),
             [
@@ -967,7 +941,7 @@ mod tests {
         let old = json!({"metadata": {"name": "c", "namespace": "d"}, "immutable": true, "binaryData": {"b": "AA=="}});
         let mut new = old.clone();
         new["binaryData"] = json!({});
-        let causes = validate_update(ValidationKind::ConfigMap, &new, &old);
+        let causes = validate_update(Kind::CONFIG_MAP, &new, &old);
         assert_eq!(
             causes,
             [FieldCause::forbidden("binaryData", IMMUTABLE_SET_MESSAGE)]
@@ -975,6 +949,6 @@ mod tests {
         let mutable_old = json!({"metadata": {"name": "c", "namespace": "d"}, "data": {"a": "1"}});
         let mut new = mutable_old.clone();
         new["data"] = json!({"a": "2"});
-        assert!(validate_update(ValidationKind::ConfigMap, &new, &mutable_old).is_empty());
+        assert!(validate_update(Kind::CONFIG_MAP, &new, &mutable_old).is_empty());
     }
 }

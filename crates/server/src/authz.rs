@@ -3,9 +3,10 @@
 //! everything else. atrest serves no RBAC objects, so this is what a kube-apiserver with RBAC
 //! and no bindings answers.
 
-use atrest_api::authn::UserInfo;
+use atrest_auth::authn::UserInfo;
 use serde_json::json;
 
+use crate::options::Verb;
 use crate::request::{Query, ResourcePath};
 use crate::status::{qualified, ApiError};
 
@@ -17,17 +18,7 @@ pub fn is_superuser(user: &UserInfo) -> bool {
 
 /// The Kubernetes verb of a resource request.
 pub fn verb(method: &http::Method, path: &ResourcePath, query: &Query) -> &'static str {
-    match (method.as_str(), path.name.is_some()) {
-        ("GET", true) => "get",
-        ("GET", false) if query.flag("watch") => "watch",
-        ("GET", false) => "list",
-        ("POST", _) => "create",
-        ("PUT", _) => "update",
-        ("PATCH", _) => "patch",
-        ("DELETE", true) => "delete",
-        ("DELETE", false) => "deletecollection",
-        _ => "unknown",
-    }
+    Verb::of(method, path.name.is_some(), query).map_or("unknown", Verb::as_str)
 }
 
 /// Upstream's Forbidden status for a resource request.

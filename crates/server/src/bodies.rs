@@ -4,15 +4,15 @@
 //! to the server's resources.
 
 use atrest_api::codec;
-use atrest_api::patch::{self, PatchType, ResourceKind};
+use atrest_api::patch::{self, PatchType};
 use atrest_api::selector;
-use atrest_api::table::{build_table, IncludeObject, TableKind, TableOptions};
-use atrest_api::validation::{self, ValidationKind};
+use atrest_api::table::{build_table, IncludeObject, TableOptions};
+use atrest_api::validation;
 use serde_json::Value;
 
-use crate::request::Query;
+use crate::options::{FieldValidation, Selectors};
 use crate::resources::{Builtin, ResourceInfo};
-use crate::status::ApiError;
+use crate::status::{ApiError, Reason};
 
 /// Decodes a request body by its `Content-Type`.
 pub fn decode(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
@@ -40,16 +40,6 @@ pub fn decode(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
-fn patch_kind(res: &ResourceInfo) -> ResourceKind {
-    match res.builtin {
-        Some(Builtin::Secret) => ResourceKind::Secret,
-        Some(Builtin::ConfigMap) => ResourceKind::ConfigMap,
-        Some(Builtin::Namespace) => ResourceKind::Namespace,
-        Some(Builtin::CustomResourceDefinition) => ResourceKind::CustomResourceDefinition,
-        None => ResourceKind::CustomResource,
-    }
-}
-
 /// Applies a PATCH body to the current object.
 pub fn apply_patch(
     res: &ResourceInfo,
@@ -57,50 +47,24 @@ pub fn apply_patch(
     current: &Value,
     body: &[u8],
 ) -> Result<Value, ApiError> {
-    let kind = patch_kind(res);
+    let kind = res.model();
     let patch_type = PatchType::from_content_type(content_type).ok_or_else(|| {
         ApiError::new(
             415,
-            "UnsupportedMediaType",
+            Reason::UnsupportedMediaType,
             kind.unsupported_media_type_message(),
         )
     })?;
     patch::apply_patch(current, patch_type, kind, body).map_err(|e| {
         let code = e.http_status();
         let reason = match code {
-            415 => "UnsupportedMediaType",
-            409 => "Conflict",
-            422 => "Invalid",
-            _ => "BadRequest",
+            415 => Reason::UnsupportedMediaType,
+            409 => Reason::Conflict,
+            422 => Reason::Invalid,
+            _ => Reason::BadRequest,
         };
         ApiError::new(code, reason, e.to_string())
     })
-}
-
-/// The fields each built-in kind has (upstream's strict decoding refuses the others when the
-/// client asks for `fieldValidation=Strict`, as kubectl does).
-fn known_fields(res: &ResourceInfo) -> Option<&'static [&'static str]> {
-    match res.builtin {
-        Some(Builtin::Secret) => Some(&[
-            "apiVersion",
-            "kind",
-            "metadata",
-            "data",
-            "stringData",
-            "type",
-            "immutable",
-        ]),
-        Some(Builtin::ConfigMap) => Some(&[
-            "apiVersion",
-            "kind",
-            "metadata",
-            "data",
-            "binaryData",
-            "immutable",
-        ]),
-        Some(Builtin::Namespace) => Some(&["apiVersion", "kind", "metadata", "spec", "status"]),
-        _ => None,
-    }
 }
 
 const METADATA_FIELDS: &[&str] = &[
@@ -123,12 +87,17 @@ const METADATA_FIELDS: &[&str] = &[
 
 /// `fieldValidation=Strict` (kubectl's default): unknown fields of built-in kinds are a 400.
 /// `Warn`/`Ignore` accept them (they are dropped when the object is normalised).
-pub fn check_fields(res: &ResourceInfo, object: &Value, query: &Query) -> Result<(), ApiError> {
-    if !matches!(query.get("fieldValidation"), Some("Strict")) {
+pub fn check_fields(
+    res: &ResourceInfo,
+    object: &Value,
+    validation: FieldValidation,
+) -> Result<(), ApiError> {
+    if validation != FieldValidation::Strict {
         return Ok(());
     }
     let mut unknown = Vec::new();
-    if let Some(fields) = known_fields(res) {
+    // The fields each built-in kind has (upstream's strict decoding refuses the others).
+    if let Some(fields) = res.model().fields() {
         for k in object.as_object().into_iter().flat_map(|o| o.keys()) {
             if !fields.contains(&k.as_str()) {
                 unknown.push(format!("unknown field \"{k}\""));
@@ -158,11 +127,10 @@ pub fn check_fields(res: &ResourceInfo, object: &Value, query: &Query) -> Result
 /// The object as it will read back from the store (built-in kinds go through their typed
 /// model; custom resources stay as sent).
 pub fn normalize(res: &ResourceInfo, object: Value) -> Result<Value, ApiError> {
-    match res.builtin {
-        Some(Builtin::Secret | Builtin::ConfigMap | Builtin::Namespace) => {
-            codec::normalize_builtin(&object).map_err(|e| ApiError::bad_request(e.to_string()))
-        }
-        _ => Ok(object),
+    if res.model().typed() {
+        codec::normalize_builtin(&object).map_err(|e| ApiError::bad_request(e.to_string()))
+    } else {
+        Ok(object)
     }
 }
 
@@ -170,15 +138,7 @@ pub fn normalize(res: &ResourceInfo, object: Value) -> Result<Value, ApiError> {
 /// upstream's rules and messages; CRDs also get the structural checks the server needs to
 /// serve them.
 pub fn validate(res: &ResourceInfo, object: &Value, old: Option<&Value>) -> Result<(), ApiError> {
-    let kind = match res.builtin {
-        Some(Builtin::Secret) => ValidationKind::Secret,
-        Some(Builtin::ConfigMap) => ValidationKind::ConfigMap,
-        Some(Builtin::Namespace) => ValidationKind::Namespace,
-        Some(Builtin::CustomResourceDefinition) => ValidationKind::CustomResourceDefinition,
-        None => ValidationKind::CustomResource {
-            namespaced: res.namespaced,
-        },
-    };
+    let kind = res.model();
     let mut causes = match old {
         Some(old) => validation::validate_update(kind, object, old),
         None => validation::validate_create(kind, object),
@@ -214,23 +174,17 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn from_query(query: &Query, res: &ResourceInfo) -> Result<Self, ApiError> {
-        let labels = query
-            .get("labelSelector")
+    pub fn new(selectors: &Selectors, res: &ResourceInfo) -> Result<Self, ApiError> {
+        let labels = selectors
+            .labels
+            .as_deref()
             .map(selector::parse_label_selector)
             .transpose()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let kind = match res.builtin {
-            Some(Builtin::Secret) => selector::FieldSelectorKind::Secret,
-            Some(Builtin::ConfigMap) => selector::FieldSelectorKind::ConfigMap,
-            Some(Builtin::Namespace) => selector::FieldSelectorKind::Namespace,
-            Some(Builtin::CustomResourceDefinition) => {
-                selector::FieldSelectorKind::CustomResourceDefinition
-            }
-            None => selector::FieldSelectorKind::CustomResource,
-        };
-        let fields = query
-            .get("fieldSelector")
+        let kind = res.model();
+        let fields = selectors
+            .fields
+            .as_deref()
             .map(|f| selector::parse_field_selector(f, kind))
             .transpose()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -255,7 +209,7 @@ pub fn table(
     res: &ResourceInfo,
     version: &str,
     items: &[Value],
-    query: &Query,
+    include_object: IncludeObject,
     metadata: &Value,
 ) -> Result<Value, ApiError> {
     let columns = res
@@ -263,26 +217,65 @@ pub fn table(
         .get(version)
         .cloned()
         .unwrap_or_default();
-    let kind = match res.builtin {
-        Some(Builtin::Secret) => TableKind::Secret,
-        Some(Builtin::ConfigMap) => TableKind::ConfigMap,
-        Some(Builtin::Namespace) => TableKind::Namespace,
-        Some(Builtin::CustomResourceDefinition) => TableKind::CustomResourceDefinition,
-        None => TableKind::CustomResource {
-            printer_columns: &columns,
-        },
-    };
+    let kind = res.model();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     let options = TableOptions {
-        include_object: IncludeObject::from_query(query.get("includeObject"))
-            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        include_object,
         now_unix_seconds: now,
         resource_version: metadata.get("resourceVersion").and_then(Value::as_str),
         continue_token: metadata.get("continue").and_then(Value::as_str),
         remaining_item_count: metadata.get("remainingItemCount").and_then(Value::as_i64),
     };
-    build_table(kind, items, &options).map_err(|e| ApiError::internal(e.to_string()))
+    build_table(kind, &columns, items, &options).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn crd(scope: &str) -> ResourceInfo {
+        ResourceInfo::from_crd(&json!({"spec": {
+            "group": "example.com", "scope": scope,
+            "names": {"plural": "foos", "kind": "Foo"},
+            "versions": [{"name": "v1", "served": true, "storage": true}]
+        }}))
+        .unwrap()
+    }
+
+    fn fields(selector: &str) -> Selectors {
+        Selectors {
+            labels: None,
+            fields: Some(selector.into()),
+        }
+    }
+
+    #[test]
+    fn cluster_scoped_custom_resources_have_no_namespace_field() {
+        let e = Filter::new(&fields("metadata.namespace=default"), &crd("Cluster")).unwrap_err();
+        assert_eq!(e.reason, Reason::BadRequest);
+        assert_eq!(e.message, "field label not supported: metadata.namespace");
+        assert!(Filter::new(&fields("metadata.name=a"), &crd("Cluster")).is_ok());
+        let namespaced =
+            Filter::new(&fields("metadata.namespace=default"), &crd("Namespaced")).unwrap();
+        assert!(namespaced.matches(&json!({"metadata": {"name": "a", "namespace": "default"}})));
+        assert!(!namespaced.matches(&json!({"metadata": {"name": "a", "namespace": "other"}})));
+    }
+
+    #[test]
+    fn strict_fields_come_from_the_kind() {
+        let registry = crate::resources::Registry::builtin(crate::resources::StorageEncoding::Json);
+        let secrets = registry.find("", "secrets").unwrap();
+        let object =
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "spec": {}});
+        let e = check_fields(&secrets, &object, FieldValidation::Strict).unwrap_err();
+        assert_eq!(e.message, "strict decoding error: unknown field \"spec\"");
+        assert!(check_fields(&secrets, &object, FieldValidation::Lenient).is_ok());
+        // Custom resources are schema-less here: only metadata is checked.
+        assert!(check_fields(&crd("Namespaced"), &object, FieldValidation::Strict).is_ok());
+    }
 }

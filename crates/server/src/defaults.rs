@@ -7,8 +7,10 @@ use serde_json::{json, Map, Value};
 
 use atrest_api::validation::FieldCause;
 
+use atrest_api::kind::Defaults;
+
 use crate::resources::{Builtin, ResourceInfo};
-use crate::status::ApiError;
+use crate::status::{ApiError, Reason};
 
 /// `2006-01-02T15:04:05Z` for the current time (whole seconds, as metav1.Time).
 pub fn now_rfc3339() -> String {
@@ -201,7 +203,7 @@ pub fn prepare_update(
         if Some(uid) != old_meta.get("uid").and_then(Value::as_str) {
             return Err(ApiError::new(
                 409,
-                "Conflict",
+                Reason::Conflict,
                 format!(
                     "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
                     old_meta["uid"].as_str().unwrap_or("")
@@ -250,9 +252,9 @@ pub fn to_storage_version(object: &mut Value, res: &ResourceInfo) {
 
 /// Kind-specific defaults of the built-in types.
 pub fn apply_defaults(object: &mut Value, res: &ResourceInfo) -> Result<(), ApiError> {
-    match res.builtin {
-        Some(Builtin::Secret) => default_secret(object),
-        Some(Builtin::Namespace) => {
+    match res.model().defaults() {
+        Defaults::Secret => default_secret(object),
+        Defaults::Namespace => {
             let name = crate::objects::object_name(object);
             let meta = metadata_mut(object)?;
             let labels = meta.entry("labels").or_insert_with(|| json!({}));
@@ -287,8 +289,8 @@ pub fn apply_defaults(object: &mut Value, res: &ResourceInfo) -> Result<(), ApiE
             }
             Ok(())
         }
-        Some(Builtin::CustomResourceDefinition) => default_crd(object),
-        _ => Ok(()),
+        Defaults::CustomResourceDefinition => default_crd(object),
+        Defaults::None => Ok(()),
     }
 }
 

@@ -18,13 +18,13 @@ use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use atrest_api::authn::{is_public_path, AuthOutcome, Authenticator, UserInfo};
+use atrest_auth::authn::{is_public_path, AuthOutcome, Authenticator, UserInfo};
 
 use crate::api::{Accept, Api, Reply};
 use crate::authz;
 use crate::discovery;
 use crate::request::{parse_path, Query, Target};
-use crate::status::ApiError;
+use crate::status::{ApiError, Reason};
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -286,7 +286,7 @@ impl HttpServer {
                 Some(d) => json_response(200, &d),
                 None => error_response(&ApiError::new(
                     404,
-                    "NotFound",
+                    Reason::NotFound,
                     "the server could not find the requested resource",
                 )),
             };
@@ -298,7 +298,7 @@ impl HttpServer {
         match target {
             Target::Other => error_response(&ApiError::new(
                 404,
-                "NotFound",
+                Reason::NotFound,
                 "the server could not find the requested resource",
             )),
             Target::Discovery {
@@ -322,7 +322,7 @@ impl HttpServer {
                     Some(d) => json_response(200, &d),
                     None => error_response(&ApiError::new(
                         404,
-                        "NotFound",
+                        Reason::NotFound,
                         "the server could not find the requested resource",
                     )),
                 }

@@ -2,7 +2,8 @@
 //! etcd-shaped store, with every value encrypted per an `EncryptionConfiguration` exactly as
 //! kube-apiserver stores it.
 //!
-//! Request flow: [`http`] (TLS, authentication, routing) -> [`api`] (verbs) ->
+//! Request flow: [`http`] (TLS, authentication, routing) -> [`options`] (the query, parsed
+//! once per verb) -> [`api`] (verbs: read, watch, write, delete) ->
 //! [`bodies`]/[`defaults`] (decode, default, validate) -> [`objects`] (encode, encrypt with
 //! the storage key as AAD, compare-and-swap) -> `atrest_store::Store`.
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod http;
 pub mod metrics;
 pub mod migration;
 pub mod objects;
+pub mod options;
 pub mod request;
 pub mod resources;
 pub mod serve;

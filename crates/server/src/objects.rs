@@ -206,12 +206,7 @@ impl ObjectStore {
                 codec::encode_protobuf(&object)
             }
             StorageEncoding::Protobuf => codec::encode_json_typed(&object),
-            StorageEncoding::Json
-                if res.builtin.is_some()
-                    && res.builtin != Some(crate::resources::Builtin::CustomResourceDefinition) =>
-            {
-                codec::encode_json_typed(&object)
-            }
+            StorageEncoding::Json if res.model().typed() => codec::encode_json_typed(&object),
             StorageEncoding::Json => Ok(codec::encode_json_storage(&object)),
         };
         encoded.map_err(|e| ApiError::internal(format!("encoding {} object: {e}", res.kind)))

@@ -1,8 +1,9 @@
-//! What a request asks for: upstream's RequestInfo, parsed from the path and query.
+//! What a request asks for: upstream's RequestInfo, parsed from the path, and the decoded
+//! query (read into typed options by `crate::options`).
 
 use std::collections::HashMap;
 
-use crate::status::ApiError;
+use crate::status::{ApiError, Reason};
 
 /// A resource request (`/api/v1/...` or `/apis/<group>/<version>/...`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -94,7 +95,7 @@ pub fn parse_path(path: &str) -> Result<Target, ApiError> {
     let resource = it.next().ok_or_else(|| {
         ApiError::new(
             404,
-            "NotFound",
+            Reason::NotFound,
             "the server could not find the requested resource",
         )
     })?;
@@ -103,7 +104,7 @@ pub fn parse_path(path: &str) -> Result<Target, ApiError> {
     if it.next().is_some() {
         return Err(ApiError::new(
             404,
-            "NotFound",
+            Reason::NotFound,
             "the server could not find the requested resource",
         ));
     }
@@ -178,16 +179,6 @@ impl Query {
             Some("true") | Some("1")
         )
     }
-
-    pub fn usize(&self, key: &str) -> Result<Option<usize>, ApiError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .parse::<i64>()
-                .map(|n| (n > 0).then_some(n as usize))
-                .map_err(|_| ApiError::bad_request(format!("invalid {key}: {v:?}"))),
-        }
-    }
 }
 
 fn form_decode(s: &str) -> Result<String, ApiError> {
@@ -256,11 +247,9 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
-        assert_eq!(q.usize("limit").unwrap(), Some(500));
+        assert_eq!(q.get("limit"), Some("500"));
         assert!(q.flag("watch"));
-        assert!(Query::parse(Some("limit=abc"))
-            .unwrap()
-            .usize("limit")
-            .is_err());
+        assert_eq!(Query::parse(Some("limit=")).unwrap().get("limit"), None);
+        assert!(Query::parse(Some("a=%zz")).is_err());
     }
 }

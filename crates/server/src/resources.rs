@@ -16,14 +16,8 @@ pub enum StorageEncoding {
     Json,
 }
 
-/// The built-in kinds, whose objects get kind-specific defaulting and validation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Builtin {
-    Namespace,
-    Secret,
-    ConfigMap,
-    CustomResourceDefinition,
-}
+pub use atrest_api::kind::Builtin;
+use atrest_api::kind::{Kind, BUILTINS};
 
 /// One served resource (one group/resource; all its served versions).
 #[derive(Debug, Clone)]
@@ -83,34 +77,35 @@ impl ResourceInfo {
         ]
     }
 
-    fn builtin(
-        builtin: Builtin,
-        plural: &str,
-        singular: &str,
-        kind: &str,
-        namespaced: bool,
-        short: &[&str],
-        encoding: StorageEncoding,
-    ) -> Self {
-        let (group, key_segment) = match builtin {
-            Builtin::CustomResourceDefinition => (
-                "apiextensions.k8s.io".to_string(),
-                "apiextensions.k8s.io/customresourcedefinitions".to_string(),
-            ),
-            _ => (String::new(), plural.to_string()),
-        };
+    /// The kind model: what selectors, patches, validation and tables ask of this resource.
+    pub fn model(&self) -> Kind {
+        match self.builtin {
+            Some(b) => Kind::Builtin(b),
+            None => Kind::Custom {
+                namespaced: self.namespaced,
+            },
+        }
+    }
+
+    /// A built-in resource, from its row of the Kind table.
+    fn builtin(builtin: Builtin, builtin_encoding: StorageEncoding) -> Self {
+        let info = builtin.info();
         ResourceInfo {
-            group,
-            versions: vec!["v1".into()],
-            plural: plural.into(),
-            singular: singular.into(),
-            kind: kind.into(),
-            namespaced,
-            short_names: short.iter().map(|s| s.to_string()).collect(),
+            group: info.group.into(),
+            versions: vec![info.version.into()],
+            plural: info.plural.into(),
+            singular: info.singular.into(),
+            kind: info.kind.into(),
+            namespaced: info.namespaced,
+            short_names: info.short_names.iter().map(|s| s.to_string()).collect(),
             categories: Vec::new(),
-            encoding,
+            encoding: if info.always_json {
+                StorageEncoding::Json
+            } else {
+                builtin_encoding
+            },
             builtin: Some(builtin),
-            key_segment,
+            key_segment: info.key_segment.into(),
             printer_columns: BTreeMap::new(),
             from_crd: false,
         }
@@ -213,48 +208,12 @@ pub struct Registry {
 impl Registry {
     /// The built-in resources. `builtin_encoding` follows `--storage-media-type`.
     pub fn builtin(builtin_encoding: StorageEncoding) -> Self {
-        let resources = vec![
-            ResourceInfo::builtin(
-                Builtin::Namespace,
-                "namespaces",
-                "namespace",
-                "Namespace",
-                false,
-                &["ns"],
-                builtin_encoding,
-            ),
-            ResourceInfo::builtin(
-                Builtin::Secret,
-                "secrets",
-                "secret",
-                "Secret",
-                true,
-                &[],
-                builtin_encoding,
-            ),
-            ResourceInfo::builtin(
-                Builtin::ConfigMap,
-                "configmaps",
-                "configmap",
-                "ConfigMap",
-                true,
-                &["cm"],
-                builtin_encoding,
-            ),
-            ResourceInfo::builtin(
-                Builtin::CustomResourceDefinition,
-                "customresourcedefinitions",
-                "customresourcedefinition",
-                "CustomResourceDefinition",
-                false,
-                &["crd", "crds"],
-                // Upstream stores CRD objects as JSON whatever the media type.
-                StorageEncoding::Json,
-            ),
-            ResourceInfo::storage_version_migrations(),
-        ];
+        let resources = BUILTINS
+            .into_iter()
+            .map(|b| ResourceInfo::builtin(b, builtin_encoding))
+            .chain([ResourceInfo::storage_version_migrations()]);
         Registry {
-            resources: resources.into_iter().map(Arc::new).collect(),
+            resources: resources.map(Arc::new).collect(),
         }
     }
 
@@ -314,5 +273,44 @@ impl Registry {
             }
         }
         groups
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn resources_come_from_the_kind_table() {
+        let registry = Registry::builtin(StorageEncoding::Protobuf);
+        let secrets = registry.find("", "secrets").unwrap();
+        assert_eq!(secrets.model(), Kind::SECRET);
+        assert_eq!(
+            (
+                secrets.kind.as_str(),
+                secrets.namespaced,
+                secrets.key_segment.as_str()
+            ),
+            ("Secret", true, "secrets")
+        );
+        assert_eq!(secrets.encoding, StorageEncoding::Protobuf);
+        let crds = registry
+            .find("apiextensions.k8s.io", "customresourcedefinitions")
+            .unwrap();
+        assert_eq!(crds.encoding, StorageEncoding::Json);
+        assert_eq!(crds.short_names, ["crd", "crds"]);
+        let migrations = registry
+            .find(crate::migration::GROUP, crate::migration::PLURAL)
+            .unwrap();
+        assert_eq!(migrations.model(), Kind::CLUSTER_CUSTOM);
+        let cluster_crd = ResourceInfo::from_crd(&json!({"spec": {
+            "group": "example.com", "scope": "Cluster",
+            "names": {"plural": "foos", "kind": "Foo"},
+            "versions": [{"name": "v1", "served": true, "storage": true}]
+        }}))
+        .unwrap();
+        assert_eq!(cluster_crd.model(), Kind::CLUSTER_CUSTOM);
     }
 }

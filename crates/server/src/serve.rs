@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use atrest_api::authn::{ensure_admin_token, Authenticator, TokenFile};
-use atrest_api::{kubeconfig, tls};
+use atrest_auth::authn::{ensure_admin_token, Authenticator, TokenFile};
+use atrest_auth::{kubeconfig, tls};
 use atrest_encryption::config::template::{render, TemplateProvider};
 use atrest_encryption::kms::{KmsConnector, KmsLifecycle};
 use atrest_encryption::{EncryptionConfig, Key, ParseOptions, ProviderChain};
@@ -67,7 +67,7 @@ fn generate_config(path: &Path) -> Result<(), String> {
         },
         true,
     );
-    tls::write_file(path, text.as_bytes(), 0o600)
+    atrest_files::write_private(path, text.as_bytes(), atrest_files::Existing::Replace)
         .map_err(|e| format!("writing {}: {e}", path.display()))
 }
 

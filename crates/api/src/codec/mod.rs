@@ -141,7 +141,41 @@ impl StorageFormat {
 
 /// Whether [`encode_protobuf`]/[`decode_protobuf`] handle this kind.
 pub fn has_protobuf_codec(api_version: &str, kind: &str) -> bool {
-    api_version == "v1" && matches!(kind, "Secret" | "ConfigMap" | "Namespace")
+    TypedKind::of(api_version, kind).is_some()
+}
+
+/// The kinds this codec has a typed form for (protobuf messages, Go struct field order).
+/// A new built-in kind with a typed model gets a variant here and its arms below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TypedKind {
+    Secret,
+    ConfigMap,
+    Namespace,
+}
+
+impl TypedKind {
+    pub const ALL: [TypedKind; 3] = [
+        TypedKind::Secret,
+        TypedKind::ConfigMap,
+        TypedKind::Namespace,
+    ];
+
+    /// The `kind` name, which is also the protobuf message name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TypedKind::Secret => "Secret",
+            TypedKind::ConfigMap => "ConfigMap",
+            TypedKind::Namespace => "Namespace",
+        }
+    }
+
+    /// The typed kind of an `apiVersion` and `kind`, if the codec has one.
+    pub fn of(api_version: &str, kind: &str) -> Option<TypedKind> {
+        if api_version != "v1" {
+            return None;
+        }
+        TypedKind::ALL.into_iter().find(|k| k.name() == kind)
+    }
 }
 
 /// Parses `k8s\0` + `runtime.Unknown` without decoding the object inside.
@@ -212,24 +246,22 @@ pub fn decode_protobuf(bytes: &[u8]) -> Result<Value, CodecError> {
         });
     }
     let (api_version, kind) = (envelope.api_version.as_str(), envelope.kind.as_str());
-    let reader = Reader::new(envelope.raw, raw_offset, kind_message_name(kind));
-    match kind {
-        "Secret" => Secret::decode(reader)?.to_json(api_version, kind),
-        "ConfigMap" => ConfigMap::decode(reader)?.to_json(api_version, kind),
-        _ => Namespace::decode(reader)?.to_json(api_version, kind),
-    }
-}
-
-fn kind_message_name(kind: &str) -> &'static str {
-    match kind {
-        "Secret" => "Secret",
-        "ConfigMap" => "ConfigMap",
-        _ => "Namespace",
+    let Some(typed) = TypedKind::of(api_version, kind) else {
+        return Err(CodecError::UnsupportedKind {
+            api_version: envelope.api_version,
+            kind: envelope.kind,
+        });
+    };
+    let reader = Reader::new(envelope.raw, raw_offset, typed.name());
+    match typed {
+        TypedKind::Secret => Secret::decode(reader)?.to_json(api_version, kind),
+        TypedKind::ConfigMap => ConfigMap::decode(reader)?.to_json(api_version, kind),
+        TypedKind::Namespace => Namespace::decode(reader)?.to_json(api_version, kind),
     }
 }
 
 /// The apiVersion and kind of an object this codec has a typed form for.
-fn builtin_type(fields: Fields<'_>) -> Result<(String, String), CodecError> {
+fn builtin_type(fields: Fields<'_>) -> Result<(String, String, TypedKind), CodecError> {
     let kind = fields.string("kind")?;
     if kind.is_empty() {
         return Err(CodecError::MissingKind);
@@ -238,10 +270,10 @@ fn builtin_type(fields: Fields<'_>) -> Result<(String, String), CodecError> {
     if api_version.is_empty() {
         return Err(CodecError::MissingApiVersion { kind });
     }
-    if !has_protobuf_codec(&api_version, &kind) {
-        return Err(CodecError::UnsupportedKind { api_version, kind });
+    match TypedKind::of(&api_version, &kind) {
+        Some(typed) => Ok((api_version, kind, typed)),
+        None => Err(CodecError::UnsupportedKind { api_version, kind }),
     }
-    Ok((api_version, kind))
 }
 
 /// Normalises an object of a built-in kind to what Go gets by decoding it
@@ -252,13 +284,18 @@ fn builtin_type(fields: Fields<'_>) -> Result<(String, String), CodecError> {
 /// except that a `null` Secret `data` / ConfigMap `binaryData` value stays
 /// `null` here (Go's nil slice) but comes back from protobuf as `""`.
 pub fn normalize_builtin(object: &Value) -> Result<Value, CodecError> {
+    normalize_typed(object).map(|(normalized, _)| normalized)
+}
+
+fn normalize_typed(object: &Value) -> Result<(Value, TypedKind), CodecError> {
     let fields = Fields::new(Some(object), "")?;
-    let (api_version, kind) = builtin_type(fields)?;
-    match kind.as_str() {
-        "Secret" => Secret::from_json(fields)?.to_json(&api_version, &kind),
-        "ConfigMap" => ConfigMap::from_json(fields)?.to_json(&api_version, &kind),
-        _ => Namespace::from_json(fields)?.to_json(&api_version, &kind),
-    }
+    let (api_version, kind, typed) = builtin_type(fields)?;
+    let normalized = match typed {
+        TypedKind::Secret => Secret::from_json(fields)?.to_json(&api_version, &kind),
+        TypedKind::ConfigMap => ConfigMap::from_json(fields)?.to_json(&api_version, &kind),
+        TypedKind::Namespace => Namespace::from_json(fields)?.to_json(&api_version, &kind),
+    }?;
+    Ok((normalized, typed))
 }
 
 /// Encodes an object of a built-in kind as kube-apiserver's JSON serializer
@@ -267,13 +304,9 @@ pub fn normalize_builtin(object: &Value) -> Result<Value, CodecError> {
 /// [`normalize_builtin`], fields in Go struct order, map keys sorted,
 /// HTML-escaped, compact, trailing newline.
 pub fn encode_json_typed(object: &Value) -> Result<Vec<u8>, CodecError> {
-    let normalized = normalize_builtin(object)?;
-    let kind = normalized
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let (normalized, typed) = normalize_typed(object)?;
     let mut out = Vec::with_capacity(512);
-    typed_json::write_typed(&mut out, &normalized, kind);
+    typed_json::write_typed(&mut out, &normalized, typed);
     out.push(b'\n');
     Ok(out)
 }
@@ -282,12 +315,12 @@ pub fn encode_json_typed(object: &Value) -> Result<Vec<u8>, CodecError> {
 /// `k8s\0` + `runtime.Unknown` holding the typed message.
 pub fn encode_protobuf(object: &Value) -> Result<Vec<u8>, CodecError> {
     let fields = Fields::new(Some(object), "")?;
-    let (api_version, kind) = builtin_type(fields)?;
+    let (api_version, kind, typed) = builtin_type(fields)?;
     let mut raw = Writer::new();
-    match kind.as_str() {
-        "Secret" => Secret::from_json(fields)?.encode(&mut raw),
-        "ConfigMap" => ConfigMap::from_json(fields)?.encode(&mut raw),
-        _ => Namespace::from_json(fields)?.encode(&mut raw),
+    match typed {
+        TypedKind::Secret => Secret::from_json(fields)?.encode(&mut raw),
+        TypedKind::ConfigMap => ConfigMap::from_json(fields)?.encode(&mut raw),
+        TypedKind::Namespace => Namespace::from_json(fields)?.encode(&mut raw),
     }
     let raw = raw.into_bytes();
 
@@ -316,5 +349,50 @@ pub fn decode_storage(bytes: &[u8]) -> Result<Value, CodecError> {
         Some(StorageFormat::Cbor) => Err(CodecError::CborNotSupported),
         None if bytes.starts_with(ENCRYPTED_PREFIX) => Err(CodecError::Encrypted),
         None => Err(CodecError::UnrecognizedEncoding),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::kind::{Kind, BUILTINS};
+    use serde_json::json;
+
+    #[test]
+    fn typed_kinds_are_the_typed_builtins() {
+        for kind in TypedKind::ALL {
+            assert_eq!(TypedKind::of("v1", kind.name()), Some(kind));
+            assert!(has_protobuf_codec("v1", kind.name()));
+        }
+        assert_eq!(TypedKind::of("v2", "Secret"), None);
+        assert_eq!(TypedKind::of("v1", "Pod"), None);
+        // Every built-in kind the Kind table calls typed has a typed form here, and no other.
+        for b in BUILTINS {
+            let info = b.info();
+            assert_eq!(
+                TypedKind::of(info.version, info.kind).is_some(),
+                Kind::Builtin(b).typed(),
+                "{}",
+                info.kind
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_kinds_are_refused_not_decoded_as_another() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
+        assert!(matches!(
+            encode_protobuf(&pod),
+            Err(CodecError::UnsupportedKind { .. })
+        ));
+        assert!(matches!(
+            normalize_builtin(&pod),
+            Err(CodecError::UnsupportedKind { .. })
+        ));
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}});
+        let back = decode_protobuf(&encode_protobuf(&ns).unwrap()).unwrap();
+        assert_eq!(back["kind"], "Namespace");
+        assert_eq!(back["metadata"]["name"], "n");
     }
 }

@@ -100,13 +100,12 @@ const NAMESPACE: Shape = Shape::Struct(&[
     ),
 ]);
 
-/// Writes a normalised object of a supported kind (`kind` chooses the
-/// layout; the caller has checked it is one of ours).
-pub(crate) fn write_typed(out: &mut Vec<u8>, object: &Value, kind: &str) {
+/// Writes a normalised object of a typed kind (`kind` chooses the layout).
+pub(crate) fn write_typed(out: &mut Vec<u8>, object: &Value, kind: super::TypedKind) {
     let shape = match kind {
-        "Secret" => &SECRET,
-        "ConfigMap" => &CONFIG_MAP,
-        _ => &NAMESPACE,
+        super::TypedKind::Secret => &SECRET,
+        super::TypedKind::ConfigMap => &CONFIG_MAP,
+        super::TypedKind::Namespace => &NAMESPACE,
     };
     write_shaped(out, object, shape);
 }

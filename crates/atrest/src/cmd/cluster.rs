@@ -2,7 +2,7 @@
 //! node in one command.
 
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -126,32 +126,8 @@ fn kubeconfig(args: &EnableArgs) -> Result<PathBuf, Failure> {
 /// Writes `bytes` to `path` atomically with `mode`: a hidden temporary file in the same
 /// directory (kubelet ignores dot files in the manifests directory), synced, renamed.
 fn replace_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.atrest-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(|e| format!("creating {}: {e}", tmp.display()))?;
-        f.write_all(bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, path).map_err(|e| format!("replacing {}: {e}", path.display()))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    atrest_files::write_atomic(path, bytes, mode, atrest_files::Existing::Replace)
+        .map_err(|e| e.to_string())
 }
 
 fn backup_dir(args: &EnableArgs, manifest: &Path) -> PathBuf {
@@ -169,15 +145,7 @@ fn backup_dir(args: &EnableArgs, manifest: &Path) -> PathBuf {
 }
 
 fn make_private_dir(dir: &Path) -> Result<(), String> {
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("setting {} to mode 0700: {e}", dir.display()))
+    atrest_files::ensure_private_dir(dir).map_err(|e| e.to_string())
 }
 
 /// The state after the manifest was replaced, for the error message.

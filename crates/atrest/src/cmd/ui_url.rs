@@ -31,7 +31,7 @@ pub fn run(args: UiUrlArgs) -> CmdResult {
             let path = args
                 .store
                 .data_dir
-                .join(atrest_api::kubeconfig::ADMIN_KUBECONFIG);
+                .join(atrest_auth::kubeconfig::ADMIN_KUBECONFIG);
             atrest_client::kubeconfig::Kubeconfig::load(&path)
                 .map_err(|e| {
                     Failure::Error(format!(

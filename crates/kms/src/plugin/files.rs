@@ -33,22 +33,13 @@ impl std::fmt::Debug for KeyFiles {
 /// Creates a key file with 32 bytes from the OS CSPRNG (base64, mode 0600). Refuses to
 /// overwrite an existing file.
 pub fn create_key_file(path: &Path) -> Result<(), BackendError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let mut key = Zeroizing::new([0u8; 32]);
     getrandom::fill(key.as_mut())
         .map_err(|e| BackendError(format!("the OS random number generator failed: {e}")))?;
     let text =
         Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(key.as_ref()) + "\n");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| BackendError(format!("creating key file {}: {e}", path.display())))?;
-    file.write_all(text.as_bytes())
-        .and_then(|_| file.sync_all())
-        .map_err(|e| BackendError(format!("writing key file {}: {e}", path.display())))
+    atrest_files::write_private(path, text.as_bytes(), atrest_files::Existing::Refuse)
+        .map_err(|e| BackendError(format!("creating key file: {e}")))
 }
 
 fn load(path: &Path) -> Result<FileKey, BackendError> {

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use atrest_api::authn::{is_public_path, AuthOutcome, Authenticator, TokenFile, UserInfo};
-use atrest_api::kubeconfig::write_admin_kubeconfig;
-use atrest_api::tls::{ensure_pki, server_config, Pki};
+use atrest_auth::authn::{is_public_path, AuthOutcome, Authenticator, TokenFile, UserInfo};
+use atrest_auth::kubeconfig::write_admin_kubeconfig;
+use atrest_auth::tls::{ensure_pki, server_config, Pki};
 use bytes::Bytes;
 use http_body_util::Full;
 use rustls::pki_types::{CertificateDer, ServerName};

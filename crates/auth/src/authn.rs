@@ -82,6 +82,8 @@ pub enum AuthnError {
     },
     #[error("{0}")]
     Random(String),
+    #[error(transparent)]
+    File(#[from] atrest_files::FileError),
 }
 
 #[derive(Clone)]
@@ -526,10 +528,7 @@ pub fn ensure_admin_token(
     let token = Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(*raw));
     let mut contents = Zeroizing::new(token.as_bytes().to_vec());
     contents.push(b'\n');
-    crate::tls::write_file(&path, &contents, 0o600).map_err(|e| match e {
-        crate::tls::TlsError::Io { source, .. } => io(source),
-        other => AuthnError::Random(other.to_string()),
-    })?;
+    atrest_files::write_private(&path, &contents, atrest_files::Existing::Replace)?;
     Ok((
         crate::tls::SecretBytes::new(token.as_bytes().to_vec()),
         user,

@@ -55,7 +55,7 @@ pub fn write_admin_kubeconfig_with_ca(
 ) -> Result<PathBuf, TlsError> {
     let path = data_dir.join(ADMIN_KUBECONFIG);
     let yaml = render(server_url, pki, server_ca_pem);
-    crate::tls::write_file(&path, yaml.as_bytes(), 0o600)?;
+    atrest_files::write_private(&path, yaml.as_bytes(), atrest_files::Existing::Replace)?;
     Ok(path)
 }
 

@@ -31,9 +31,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,6 +93,8 @@ pub enum TlsError {
     Generate { what: &'static str, reason: String },
     #[error("TLS configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    File(#[from] atrest_files::FileError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
@@ -485,65 +485,18 @@ pub fn ensure_pki(data_dir: &Path, hosts: &[String]) -> Result<Pki, TlsError> {
     })
 }
 
-/// Creates `dir` (and parents) with mode 0700, or tightens an existing one to 0700.
 fn ensure_private_dir(dir: &Path) -> Result<(), TlsError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io_err(dir))?;
-    let meta = fs::metadata(dir).map_err(io_err(dir))?;
-    if meta.permissions().mode() & 0o777 != 0o700 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
-    }
-    Ok(())
+    Ok(atrest_files::ensure_private_dir(dir)?)
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory created
-/// with `mode` from the start, synced, renamed over `path`, then the directory synced.
-pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut suffix = [0u8; 8];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut suffix).map_err(
-        |_| TlsError::Generate {
-            what: "a temporary file name",
-            reason: "the OS random source failed".into(),
-        },
-    )?;
-    let tmp = dir.join(format!(".{name}.tmp-{}", hex_lower(&suffix)));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The umask may have narrowed the mode; make it exact.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(TlsError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        });
-    }
-    // Make the rename durable; a directory that cannot be opened for sync is no error.
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Writes a private key (0600) or a certificate (0644) atomically, replacing the old one.
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+    Ok(atrest_files::write_atomic(
+        path,
+        bytes,
+        mode,
+        atrest_files::Existing::Replace,
+    )?)
 }
 
 fn read_string(path: &Path) -> Result<String, TlsError> {

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use atrest_api::tls::{ensure_pki, Pki, ServingIdentity, TlsError};
+use atrest_auth::tls::{ensure_pki, Pki, ServingIdentity, TlsError};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{ServerName, UnixTime};
