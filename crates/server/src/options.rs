@@ -199,7 +199,7 @@ pub struct WriteOptions {
 }
 
 impl WriteOptions {
-    fn parse(query: &Query) -> Result<Self, ApiError> {
+    pub fn parse(query: &Query) -> Result<Self, ApiError> {
         Ok(WriteOptions {
             dry_run: dry_run(query.get("dryRun"))?,
             field_validation: match query.get("fieldValidation") {

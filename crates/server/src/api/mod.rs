@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::bodies;
 use crate::defaults;
 use crate::objects::{ObjectStore, StoredObject, Unreadable};
-use crate::options::{DeleteOptions, RequestOptions, Verb};
+use crate::options::{DeleteOptions, RequestOptions, Verb, WriteOptions};
 use crate::request::{Query, ResourcePath};
 use crate::resources::{Builtin, Registry, ResourceInfo, StorageEncoding};
 use crate::status::{ApiError, Reason};
@@ -271,10 +271,7 @@ impl Api {
                 self.get(res, ns, name).await.map(|o| Reply::Json(200, o))
             }
             ("status", "PUT") if has_status => {
-                let RequestOptions::Write(options) = RequestOptions::parse(Verb::Update, query)?
-                else {
-                    return Err(ApiError::internal("an update has write options"));
-                };
+                let options = WriteOptions::parse(query)?;
                 self.update_status(res, ns, name, options, content_type, &body)
                     .await
                     .map(|o| Reply::Json(200, o))
