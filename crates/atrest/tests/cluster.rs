@@ -392,11 +392,23 @@ struct Kubelet {
     thread: Option<std::thread::JoinHandle<()>>,
     kubeconfig: PathBuf,
     restarts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The logs of the starts that failed, in order.
+    failed_starts: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-fn kas_flags(manifest: &Path) -> (String, Vec<String>) {
+/// kube-apiserver's flags from the manifest. `unseen`: a host directory the container
+/// runtime does not see (as on a node where atrest's filesystem is not the kubelet's: a
+/// hostPath there is another, empty directory): paths under it reach kube-apiserver as
+/// paths under an empty directory.
+fn kas_flags(manifest: &Path, unseen: Option<&(PathBuf, PathBuf)>) -> (String, Vec<String>) {
     let m = atrest_cluster::ApiServerManifest::load(manifest).unwrap();
     let etcd = m.etcd().unwrap();
+    let runtime_view = |p: PathBuf| match unseen {
+        Some((hidden, empty)) if p.starts_with(hidden) => {
+            empty.join(p.strip_prefix(hidden).unwrap())
+        }
+        _ => p,
+    };
     let mut flags = Vec::new();
     for (name, value) in [
         ("etcd-cafile", etcd.ca_file),
@@ -407,7 +419,7 @@ fn kas_flags(manifest: &Path) -> (String, Vec<String>) {
             m.encryption_provider_config().unwrap(),
         ),
     ] {
-        if let Some(v) = value {
+        if let Some(v) = value.map(runtime_view) {
             flags.push(format!("--{name}={}", v.display()));
         }
     }
@@ -421,15 +433,27 @@ fn kas_flags(manifest: &Path) -> (String, Vec<String>) {
 impl Kubelet {
     /// `None` when the upstream kube-apiserver is not on this machine.
     fn start(manifest: &Path, base_config: &Path) -> Option<Self> {
+        Self::start_on(manifest, base_config, None)
+    }
+
+    /// As `start`, on a node whose container runtime does not see the host directory
+    /// `unseen` (it sees an empty directory there instead).
+    fn start_on(manifest: &Path, base_config: &Path, unseen: Option<&Path>) -> Option<Self> {
         use atrest_testkit::upstream::KubeApiServer;
         use std::sync::atomic::Ordering;
-        let (url, flags) = kas_flags(manifest);
+        let unseen = unseen.map(|dir| {
+            let empty = dir.with_extension("runtime-view");
+            std::fs::create_dir_all(&empty).unwrap();
+            (dir.to_path_buf(), empty)
+        });
+        let (url, flags) = kas_flags(manifest, unseen.as_ref());
         let mut server = KubeApiServer::start(&url, base_config, &strs(&flags))?;
         let kubeconfig = server.kubeconfig();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let restarts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let failed_starts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (manifest, base) = (manifest.to_path_buf(), base_config.to_path_buf());
-        let (stop2, restarts2) = (stop.clone(), restarts.clone());
+        let (stop2, restarts2, failed2) = (stop.clone(), restarts.clone(), failed_starts.clone());
         let thread = std::thread::spawn(move || {
             let mut seen = std::fs::read(&manifest).unwrap();
             while !stop2.load(Ordering::SeqCst) {
@@ -439,10 +463,11 @@ impl Kubelet {
                     // As kubelet: a pod that fails to start is retried when its manifest
                     // changes again.
                     seen = now;
-                    let (url, flags) = kas_flags(&manifest);
+                    let (url, flags) = kas_flags(&manifest, unseen.as_ref());
                     restarts2.fetch_add(1, Ordering::SeqCst);
                     if let Err(e) = server.try_restart(&url, &base, &strs(&flags)) {
                         eprintln!("kubelet harness: kube-apiserver did not start: {e}");
+                        failed2.lock().unwrap().push(e);
                     }
                 }
             }
@@ -453,6 +478,7 @@ impl Kubelet {
             thread: Some(thread),
             kubeconfig,
             restarts,
+            failed_starts,
         })
     }
 
@@ -658,5 +684,97 @@ fn cluster_enable_rolls_back_when_kube_apiserver_does_not_come_back() {
     assert_eq!(secret.unwrap()["metadata"]["name"], "db");
     let stored = raw_get(&tls_store(&cluster), "/registry/secrets/default/db").unwrap();
     assert!(atrest_testkit::contains(&stored, b"plain-db"));
+    drop(kubelet);
+}
+
+/// Waits until kube-apiserver serves `name` again (it may be restarting) and returns it.
+fn secret_when_served(kubectl: &atrest_testkit::Kubectl, name: &str) -> serde_json::Value {
+    for _ in 0..480 {
+        let out = kubectl.run(&["get", "secret", name, "-o", "json"]);
+        if out.status.success() {
+            return serde_json::from_slice(&out.stdout).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    panic!("kube-apiserver does not serve secret {name}");
+}
+
+#[test]
+fn cluster_enable_rolls_back_when_kube_apiserver_exits_on_the_new_flags() {
+    let cluster = EtcdCluster::single_tls();
+    let node = Node::new(&cluster, &minikube_manifest());
+    let base = write(node.root.path(), "identity.yaml", &identity_only("secrets"));
+    let enc = node.path("enc");
+    // The container runtime does not see the configuration directory atrest writes: the
+    // restarted kube-apiserver gets an --encryption-provider-config it cannot open, and
+    // exits.
+    let Some(kubelet) = Kubelet::start_on(&node.manifest, &base, Some(&enc)) else {
+        return;
+    };
+    let kubectl = kubelet.kubectl(node.root.path());
+    kubectl.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal=password=plain-db",
+    ]);
+    let original = std::fs::read_to_string(&node.manifest).unwrap();
+    let backups = node.path("backup");
+    let out = atrest(&[
+        "cluster",
+        "enable",
+        "--manifest",
+        &node.manifest_arg(),
+        "--config-dir",
+        enc.to_str().unwrap(),
+        "--kubeconfig",
+        kubelet.kubeconfig.to_str().unwrap(),
+        "--backup-dir",
+        backups.to_str().unwrap(),
+        "--timeout",
+        "90",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(code(&out), 1, "{text}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("did not come back") && err.contains("rolled back"),
+        "{err}"
+    );
+    assert!(text.contains("restored"), "{text}");
+    // It was the crash: kube-apiserver exited on start, unable to read the configuration.
+    {
+        let failed = kubelet.failed_starts.lock().unwrap();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].contains("exited"), "{}", failed[0]);
+        assert!(
+            failed[0].contains("encryption-config.yaml"),
+            "{}",
+            failed[0]
+        );
+    }
+    // Rolled back: the original manifest, no configuration left, the backup outside the
+    // manifests directory.
+    assert_eq!(std::fs::read_to_string(&node.manifest).unwrap(), original);
+    assert!(!enc.join("encryption-config.yaml").exists());
+    assert_eq!(
+        std::fs::read_dir(node.path("manifests")).unwrap().count(),
+        1
+    );
+    // kubelet restarts kube-apiserver on the original manifest: it serves the secret, still
+    // stored as it was, and takes writes.
+    let secret = secret_when_served(&kubectl, "db");
+    assert_eq!(secret["metadata"]["name"], "db");
+    kubectl.ok(&["create", "secret", "generic", "after", "--from-literal=k=v"]);
+    let store = tls_store(&cluster);
+    let stored = raw_get(&store, "/registry/secrets/default/db").unwrap();
+    assert!(atrest_testkit::contains(&stored, b"plain-db"));
+    assert!(raw_get(&store, "/registry/secrets/default/after").is_some());
+    assert_eq!(
+        kubelet.restarts.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the edit, then the rollback"
+    );
     drop(kubelet);
 }
