@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what atrest's build and tests need on a Debian machine. Build: protoc (etcd-client's
 # build), libsodium and pkg-config (secretbox). Tests: etcd (server and etcdctl), openssl and
-# curl, headless Chromium and ChromeDriver (the status page's browser tests), Python's cryptography + PyNaCl (the independent cross-check under tests/interop).
+# curl, headless Chromium and ChromeDriver (the status page's browser tests), Python's
+# cryptography + PyNaCl (the independent cross-check under tests/interop), SoftHSM (the KMS
+# plugin's PKCS#11 backend is tested against a SoftHSM token).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -15,6 +17,7 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 [ -e /usr/include/sodium.h ] || need_apt+=(libsodium-dev)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
+{ command -v softhsm2-util >/dev/null 2>&1 && [ -e /usr/lib/softhsm/libsofthsm2.so ]; } || need_apt+=(softhsm2)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

@@ -57,6 +57,9 @@ enum Command {
     /// (kube-apiserver's static-pod manifest) in one command.
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCommand),
+    /// Run a KMS v2 plugin on a unix socket, for kube-apiserver or atrest serve: its
+    /// key-encryption keys are in key files or in a PKCS#11 token (SoftHSM, an HSM).
+    KmsPlugin(cmd::kms_plugin::KmsPluginArgs),
 }
 
 fn main() {
@@ -73,6 +76,7 @@ fn main() {
         Command::Rotate(args) => cmd::rotate::run(*args),
         Command::UiUrl(args) => cmd::ui_url::run(args),
         Command::Cluster(c) => cmd::cluster::run(c),
+        Command::KmsPlugin(args) => cmd::kms_plugin::run(args),
     };
     if let Err(failure) = result {
         failure.exit();

@@ -571,3 +571,108 @@ fn serve_shows_the_page_under_ui_after_a_one_time_login() {
         assert!(!html.contains(key), "the page shows the new key");
     }
 }
+
+/// `atrest kms-plugin` with a key file made on first start.
+fn start_plugin(dir: &Path, socket: &Path) -> Child {
+    let child = Command::new(atrest_bin())
+        .arg("kms-plugin")
+        .arg("--listen")
+        .arg(format!("unix://{}", socket.display()))
+        .arg("--create-key")
+        .arg("--kek-file")
+        .arg(dir.join("kek"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the plugin did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+#[test]
+fn the_page_shows_kms_plugin_health_through_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let socket = dir.path().join("kms.sock");
+    let mut plugin = start_plugin(dir.path(), &socket);
+    let yaml = atrest(&[
+        "config",
+        "init",
+        "--provider",
+        "kms",
+        "--kms-name",
+        "page-kms",
+        "--kms-endpoint",
+        &format!("unix://{}", socket.display()),
+    ]);
+    assert_eq!(code(&yaml), 0, "{}", String::from_utf8_lossy(&yaml.stderr));
+    let cfg = write(
+        dir.path(),
+        "enc.yaml",
+        &String::from_utf8(yaml.stdout).unwrap(),
+    );
+    let server = AtrestServer::start(
+        &atrest_bin(),
+        &data,
+        &["--encryption-provider-config", cfg.to_str().unwrap()],
+    );
+    let kubectl = Kubectl::new(&data.join("admin.kubeconfig"), &dir.path().join("cache"));
+    kubectl.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "k",
+        &format!("--from-literal=v={CANARY}"),
+    ]);
+    let link = atrest(&["ui-url", "--data-dir", data.to_str().unwrap()]);
+    let link = String::from_utf8(link.stdout).unwrap().trim().to_string();
+
+    let browser = Browser::start(1280, 800, &["--ignore-certificate-errors"]);
+    browser.goto(&link);
+    let health = |b: &Browser| b.text("#kms tr[data-kms=\"page-kms\"]").unwrap_or_default();
+    browser.wait_until("the plugin healthy", Duration::from_secs(60), |b| {
+        health(b).contains("healthy")
+    });
+    assert!(health(&browser).contains(&format!("unix://{}", socket.display())));
+    assert_eq!(
+        browser
+            .text("li[data-resource=\"secrets\"] [data-write-key]")
+            .unwrap(),
+        "kms:page-kms"
+    );
+
+    // The plugin goes away: the page says so, in words and in red.
+    plugin.kill().unwrap();
+    plugin.wait().unwrap();
+    let _ = std::fs::remove_file(&socket);
+    browser.wait_until("the plugin failing", Duration::from_secs(90), |b| {
+        health(b).contains("failing")
+    });
+    assert_eq!(
+        browser.eval(
+            "return document.querySelector('#kms tr[data-kms=\"page-kms\"] td.bad') !== null;",
+            json!([])
+        ),
+        true
+    );
+    browser.screenshot(&artifacts().join("serve-ui-kms-outage-1280x800.png"));
+
+    // It comes back (same key file): healthy again, nothing to do.
+    let mut plugin = start_plugin(dir.path(), &socket);
+    browser.wait_until("the plugin healthy again", Duration::from_secs(90), |b| {
+        let h = health(b);
+        h.contains("healthy") && !h.contains("failing")
+    });
+    assert!(!browser.html().contains(CANARY));
+    drop(server);
+    let _ = plugin.kill();
+    let _ = plugin.wait();
+}

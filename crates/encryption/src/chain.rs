@@ -275,8 +275,11 @@ impl ProviderChain {
                     ProviderConfig::Kms(k) => match k.api_version {
                         KmsApiVersion::V2 => {
                             let service = kms.connect_v2(k).map_err(|e| fail(e.to_string()))?;
-                            let provider =
-                                Arc::new(KmsV2Provider::new(&k.name, k.timeout, service));
+                            let provider = Arc::new(
+                                KmsV2Provider::new(&k.name, k.timeout, service)
+                                    .with_lifecycle(kms.lifecycle())
+                                    .with_observer(kms.observer()),
+                            );
                             kms_v2.push(provider.clone());
                             Provider::KmsV2(provider)
                         }
@@ -345,6 +348,24 @@ impl ProviderChain {
             }
         }
         failures
+    }
+
+    /// The health probe of every KMS v2 provider, as `/healthz/kms-providers` runs it: like
+    /// [`ProviderChain::refresh_kms`], but a result younger than 20 s (3 s after a failure)
+    /// is reused instead of asking the plugin again.
+    pub async fn probe_kms(&self) -> Vec<(String, crate::kms::KmsError)> {
+        let mut failures = Vec::new();
+        for p in &self.kms_v2 {
+            if let Err(e) = p.probe().await {
+                failures.push((p.name().to_string(), e));
+            }
+        }
+        failures
+    }
+
+    /// The KMS v2 providers, in configuration order.
+    pub fn kms_v2_providers(&self) -> &[Arc<KmsV2Provider>] {
+        &self.kms_v2
     }
 
     /// Whether any provider needs a KMS plugin.

@@ -21,6 +21,8 @@ pub enum KmsError {
     Unhealthy { name: String, message: String },
     #[error("KMS plugin {name:?} gave an invalid response: {message}")]
     InvalidResponse { name: String, message: String },
+    #[error("KMS provider {name:?} has no valid key to encrypt with, so writes are refused until its plugin is healthy again: {reason}")]
+    NoWriteKey { name: String, reason: String },
     #[error("KMS plugin {name:?} failed the call with gRPC status {code}: {message}")]
     Rpc {
         name: String,
@@ -36,7 +38,9 @@ impl KmsError {
             KmsError::Rpc { code, .. } => code,
             KmsError::Timeout { .. } => "DeadlineExceeded",
             KmsError::Unavailable { .. } => "Unavailable",
-            KmsError::Unhealthy { .. } | KmsError::InvalidResponse { .. } => "unknown-non-grpc",
+            KmsError::Unhealthy { .. }
+            | KmsError::InvalidResponse { .. }
+            | KmsError::NoWriteKey { .. } => "unknown-non-grpc",
         }
     }
 }
@@ -78,10 +82,63 @@ pub trait KmsV1Service: Send + Sync + std::fmt::Debug {
     async fn decrypt(&self, ciphertext: &[u8]) -> Result<Vec<u8>, KmsError>;
 }
 
+/// Where KMS events are reported (the server turns them into upstream's metrics). Every
+/// method has a no-op default; key ids are passed as they are and hashed by the receiver.
+pub trait KmsObserver: Send + Sync + std::fmt::Debug {
+    /// A value was written (`to_storage`) or read (`from_storage`) under `key_id`.
+    fn key_id_used(&self, _provider: &str, _transformation_type: &'static str, _key_id: &str) {}
+    /// A healthy `Status` reported `key_id`.
+    fn status_key_id(&self, _provider: &str, _key_id: &str) {}
+    /// `Status` reported an unusable key id (`error`: `empty` or `too_long`).
+    fn invalid_status_key_id(&self, _provider: &str, _error: &'static str) {}
+    /// The number of unwrapped DEK sources a provider holds.
+    fn dek_source_cache_size(&self, _provider: &str, _size: usize) {}
+    /// A read needed a DEK source that was not cached (one plugin `Decrypt`).
+    fn cache_miss(&self) {}
+    /// One plugin call (`method` is the full gRPC method name) and how it ended.
+    fn plugin_call(
+        &self,
+        _provider: &str,
+        _method: &'static str,
+        _grpc_code: &str,
+        _elapsed: std::time::Duration,
+    ) {
+    }
+}
+
+/// The KMS v2 timing rules (upstream d.5/d.6). Tests shorten them; servers keep the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KmsLifecycle {
+    /// Writes are refused once no healthy `Status` has been seen for this long.
+    pub write_state_ttl: std::time::Duration,
+    /// How often `Status` is polled while the plugin is healthy.
+    pub healthy_poll: std::time::Duration,
+    /// ... and while it is not (also the least time between two inline retries).
+    pub unhealthy_poll: std::time::Duration,
+}
+
+impl Default for KmsLifecycle {
+    fn default() -> Self {
+        KmsLifecycle {
+            write_state_ttl: std::time::Duration::from_secs(180),
+            healthy_poll: std::time::Duration::from_secs(60),
+            unhealthy_poll: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
 /// Opens a client to the plugin a `kms` block names.
 pub trait KmsConnector: Send + Sync {
     fn connect_v2(&self, config: &KmsConfig) -> Result<Arc<dyn KmsV2Service>, KmsError>;
     fn connect_v1(&self, config: &KmsConfig) -> Result<Arc<dyn KmsV1Service>, KmsError>;
+    /// Where the providers report what they do (none by default).
+    fn observer(&self) -> Option<Arc<dyn KmsObserver>> {
+        None
+    }
+    /// The timing rules of the KMS v2 providers built with this connector.
+    fn lifecycle(&self) -> KmsLifecycle {
+        KmsLifecycle::default()
+    }
 }
 
 /// A connector for contexts without a KMS client: building succeeds, so resources that use

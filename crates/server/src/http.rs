@@ -40,6 +40,8 @@ pub struct HttpServer {
     pub api: Arc<Api>,
     pub authenticator: Authenticator,
     pub checks: Vec<(String, Check)>,
+    /// Checks `/readyz` leaves out (`--readyz-exclude-kms`); `/healthz` still runs them.
+    pub readyz_excluded: Vec<String>,
     /// `host:port` clients should use (discovery's serverAddressByClientCIDRs).
     pub advertise: String,
     /// The status page under `/ui/` (its own login: browsers have no bearer token).
@@ -395,11 +397,24 @@ impl HttpServer {
             q.split('&')
                 .any(|p| p == "verbose" || p.starts_with("verbose="))
         });
+        // `?exclude=NAME` (repeatable), as kube-apiserver's health endpoints take it.
+        let excluded: Vec<&str> = query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter_map(|p| p.strip_prefix("exclude="))
+            .collect();
         // Liveness does not depend on the store or KMS: a restart would not fix those.
         let checks: Vec<&(String, Check)> = if probe == "/livez" {
             Vec::new()
         } else {
-            self.checks.iter().collect()
+            self.checks
+                .iter()
+                .filter(|(name, _)| {
+                    let left_out = excluded.contains(&name.as_str())
+                        || (probe == "/readyz" && self.readyz_excluded.contains(name));
+                    !left_out
+                })
+                .collect()
         };
         let mut lines = vec!["[+]ping ok".to_string()];
         let mut failed = false;

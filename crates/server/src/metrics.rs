@@ -256,3 +256,189 @@ mod tests {
         );
     }
 }
+
+/// `"sha256:" + hex(SHA-256(value))`, empty for empty input: upstream's hash labels.
+pub fn hash_label(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    if value.is_empty() {
+        return String::new();
+    }
+    let d = Sha256::digest(value.as_bytes());
+    format!(
+        "sha256:{}",
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// Upstream's KMS plugin latency buckets: 0.1 ms × 2^n, 20 buckets.
+pub fn kms_latency_buckets() -> Vec<f64> {
+    (0..20).map(|i| 1e-4 * 2f64.powi(i)).collect()
+}
+
+/// The KMS v2 providers' events as upstream's envelope metrics.
+#[derive(Debug)]
+pub struct KmsMetrics {
+    metrics: std::sync::Arc<Metrics>,
+    apiserver_id_hash: String,
+    /// Key id → its hash label, so a write does not hash its key id again.
+    hashes: Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl KmsMetrics {
+    pub fn new(metrics: std::sync::Arc<Metrics>, server_id: &str) -> Self {
+        KmsMetrics {
+            metrics,
+            apiserver_id_hash: hash_label(server_id),
+            hashes: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn key_id_hash(&self, key_id: &str) -> String {
+        // Each access is one map operation: a poisoned lock still holds consistent data.
+        let mut hashes = self.hashes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = hashes.get(key_id) {
+            return h.clone();
+        }
+        if hashes.len() >= 100 {
+            hashes.clear();
+        }
+        let h = hash_label(key_id);
+        hashes.insert(key_id.to_string(), h.clone());
+        h
+    }
+}
+
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl atrest_encryption::kms::KmsObserver for KmsMetrics {
+    fn key_id_used(&self, provider: &str, transformation_type: &'static str, key_id: &str) {
+        let labels = vec![
+            ("transformation_type", transformation_type.to_string()),
+            ("provider_name", provider.to_string()),
+            ("key_id_hash", self.key_id_hash(key_id)),
+            ("apiserver_id_hash", self.apiserver_id_hash.clone()),
+        ];
+        self.metrics.inc(
+            "apiserver_envelope_encryption_key_id_hash_total",
+            "Number of times a keyID is used split by transformation type, provider, and apiserver identity.",
+            labels.clone(),
+        );
+        self.metrics.set_gauge(
+            "apiserver_envelope_encryption_key_id_hash_last_timestamp_seconds",
+            "The last time in seconds when a keyID was used.",
+            labels,
+            unix_seconds(),
+        );
+    }
+
+    fn status_key_id(&self, provider: &str, key_id: &str) {
+        self.metrics.set_gauge(
+            "apiserver_envelope_encryption_key_id_hash_status_last_timestamp_seconds",
+            "The last time in seconds when a keyID was returned by the Status RPC call.",
+            vec![
+                ("provider_name", provider.to_string()),
+                ("key_id_hash", self.key_id_hash(key_id)),
+                ("apiserver_id_hash", self.apiserver_id_hash.clone()),
+            ],
+            unix_seconds(),
+        );
+    }
+
+    fn invalid_status_key_id(&self, provider: &str, error: &'static str) {
+        self.metrics.inc(
+            "apiserver_envelope_encryption_invalid_key_id_from_status_total",
+            "Number of times an invalid keyID is returned by the Status RPC call split by error.",
+            vec![
+                ("provider_name", provider.to_string()),
+                ("error", error.to_string()),
+            ],
+        );
+    }
+
+    fn dek_source_cache_size(&self, provider: &str, size: usize) {
+        self.metrics.set_gauge(
+            "apiserver_envelope_encryption_dek_source_cache_size",
+            "Number of records in data encryption key (DEK) source cache. On a restart, this value is an approximation of the number of decrypt RPC calls the server will make to the KMS plugin.",
+            vec![("provider_name", provider.to_string())],
+            size as f64,
+        );
+    }
+
+    fn cache_miss(&self) {
+        self.metrics.inc(
+            "apiserver_storage_envelope_transformation_cache_misses_total",
+            "Total number of cache misses while accessing key decryption key(KEK).",
+            Vec::new(),
+        );
+    }
+
+    fn plugin_call(
+        &self,
+        provider: &str,
+        method: &'static str,
+        grpc_code: &str,
+        elapsed: Duration,
+    ) {
+        self.metrics.observe(
+            "apiserver_envelope_encryption_kms_operations_latency_seconds",
+            "KMS operation duration with gRPC error code status total.",
+            kms_latency_buckets,
+            vec![
+                ("provider_name", provider.to_string()),
+                ("method_name", method.to_string()),
+                ("grpc_status_code", grpc_code.to_string()),
+            ],
+            elapsed,
+        );
+    }
+}
+
+#[cfg(test)]
+mod kms_tests {
+    use super::*;
+    use atrest_encryption::kms::KmsObserver;
+
+    #[test]
+    fn key_id_hashes_are_upstreams() {
+        assert_eq!(
+            hash_label("1"),
+            "sha256:6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b"
+        );
+        assert_eq!(hash_label(""), "");
+        let metrics = std::sync::Arc::new(Metrics::default());
+        let kms = KmsMetrics::new(metrics.clone(), "server-a");
+        kms.key_id_used("p", "to_storage", "1");
+        kms.key_id_used("p", "to_storage", "1");
+        kms.invalid_status_key_id("p", "empty");
+        kms.cache_miss();
+        assert_eq!(
+            metrics.counter_value(
+                "apiserver_envelope_encryption_key_id_hash_total",
+                &[
+                    ("transformation_type", "to_storage"),
+                    ("provider_name", "p"),
+                    (
+                        "key_id_hash",
+                        "sha256:6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b"
+                    ),
+                    ("apiserver_id_hash", &hash_label("server-a")),
+                ]
+            ),
+            2.0
+        );
+        assert_eq!(
+            metrics.counter_value(
+                "apiserver_envelope_encryption_invalid_key_id_from_status_total",
+                &[("error", "empty")]
+            ),
+            1.0
+        );
+        let text = metrics.render();
+        assert!(text.contains("apiserver_storage_envelope_transformation_cache_misses_total 1"));
+    }
+}

@@ -14,8 +14,9 @@ use std::time::Duration;
 use atrest_api::authn::{ensure_admin_token, Authenticator, TokenFile};
 use atrest_api::{kubeconfig, tls};
 use atrest_encryption::config::template::{render, TemplateProvider};
-use atrest_encryption::kms::NoKmsConnector;
+use atrest_encryption::kms::{KmsConnector, KmsLifecycle};
 use atrest_encryption::{EncryptionConfig, Key, ParseOptions, ProviderChain};
+use atrest_kms::GrpcKmsConnector;
 use atrest_storage::servers::{unix_now, Heartbeat, ServerRecord};
 use atrest_storage::{ChainHandle, EncryptedStore, KeyPrefix};
 use atrest_store::{Store, StoreConfig};
@@ -48,6 +49,10 @@ pub struct ServeOptions {
     pub tls_cert_file: Option<PathBuf>,
     pub tls_private_key_file: Option<PathBuf>,
     pub shutdown_grace: Duration,
+    /// KMS v2 timing (upstream's unless a test shortens it).
+    pub kms_lifecycle: KmsLifecycle,
+    /// Leave the KMS check out of `/readyz` (it stays in `/healthz`).
+    pub readyz_exclude_kms: bool,
 }
 
 fn generate_config(path: &Path) -> Result<(), String> {
@@ -71,7 +76,11 @@ struct LoadedConfig {
     hash: String,
 }
 
-fn load_chain(path: &Path, options: &ServeOptions) -> Result<LoadedConfig, String> {
+fn load_chain(
+    path: &Path,
+    options: &ServeOptions,
+    kms: &dyn KmsConnector,
+) -> Result<LoadedConfig, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let parse = ParseOptions {
         reload: options.automatic_reload,
@@ -82,7 +91,7 @@ fn load_chain(path: &Path, options: &ServeOptions) -> Result<LoadedConfig, Strin
     for w in atrest_encryption::config::lint(&config) {
         tracing::warn!(file = %path.display(), "{w}");
     }
-    let chain = ProviderChain::build(&config, &NoKmsConnector).map_err(|e| e.to_string())?;
+    let chain = ProviderChain::build(&config, kms).map_err(|e| e.to_string())?;
     Ok(LoadedConfig {
         chain,
         hash: config.hash().to_string(),
@@ -120,10 +129,24 @@ pub async fn run(
             p
         }
     };
-    let loaded = load_chain(&config_path, &options)?;
     let server_id = format!("{}-{}", hostname(), crate::defaults::new_uid());
     let metrics = Arc::new(Metrics::default());
+    let kms = GrpcKmsConnector::new(
+        Some(Arc::new(crate::metrics::KmsMetrics::new(
+            metrics.clone(),
+            &server_id,
+        ))),
+        options.kms_lifecycle,
+    );
+    let loaded = load_chain(&config_path, &options, &kms)?;
     record_config_info(&metrics, &server_id, &loaded.hash);
+    // KMS v2: one probe before serving (upstream's "prime"); a plugin that is not up yet is
+    // not fatal, the status poll below keeps trying.
+    let kms_failures = loaded.chain.refresh_kms().await;
+    let kms_ready = kms_failures.is_empty();
+    for (name, e) in kms_failures {
+        tracing::warn!(provider = %name, error = %e, "KMS provider not ready at start; writes through it fail until its plugin answers");
+    }
 
     // Store.
     let store: Arc<dyn Store> = atrest_store::open(options.store.clone())
@@ -196,6 +219,11 @@ pub async fn run(
         api.clone(),
         server_id.clone(),
     )));
+    tasks.push(tokio::spawn(kms_status_loop(
+        chain.clone(),
+        options.kms_lifecycle,
+        kms_ready,
+    )));
     // What this server has in force, shared by the reload loop (which changes it) and the
     // heartbeat (which publishes it).
     let state = Arc::new(std::sync::Mutex::new(ServerRecord {
@@ -210,6 +238,7 @@ pub async fn run(
         tasks.push(tokio::spawn(reload_loop(
             config_path.clone(),
             options.clone(),
+            kms.clone(),
             chain.clone(),
             metrics.clone(),
             server_id.clone(),
@@ -238,7 +267,7 @@ pub async fn run(
             Arc::new(move || {
                 let c = c.clone();
                 Box::pin(async move {
-                    let failures = c.current().refresh_kms().await;
+                    let failures = c.current().probe_kms().await;
                     if failures.is_empty() {
                         Ok(())
                     } else {
@@ -281,6 +310,11 @@ pub async fn run(
         api,
         authenticator,
         checks,
+        readyz_excluded: if options.readyz_exclude_kms {
+            vec!["kms-providers".to_string()]
+        } else {
+            Vec::new()
+        },
         advertise: addr.to_string(),
         ui: Some(ui),
     });
@@ -355,11 +389,47 @@ async fn watch_crds(api: Arc<Api>) {
     }
 }
 
+/// KMS v2 `Status` polling (upstream d.5): every provider of the chain in force, every minute
+/// while all are healthy and every 10 s while one is not. A healthy Status extends the write
+/// state; a new key id rotates the seed; recovery after an outage needs nothing else.
+async fn kms_status_loop(chain: ChainHandle, lifecycle: KmsLifecycle, mut healthy: bool) {
+    loop {
+        tokio::time::sleep(if healthy {
+            lifecycle.healthy_poll
+        } else {
+            lifecycle.unhealthy_poll
+        })
+        .await;
+        let current = chain.current();
+        let was_healthy = healthy;
+        healthy = true;
+        for p in current.kms_v2_providers() {
+            let before = p.current_key_id().await;
+            match p.refresh().await {
+                Ok(()) => {
+                    let after = p.current_key_id().await;
+                    if before != after {
+                        tracing::info!(provider = %p.name(), key_id = after.as_deref().unwrap_or(""), "KMS provider: new key id from the plugin, new writes use a new seed");
+                    }
+                }
+                Err(e) => {
+                    healthy = false;
+                    tracing::warn!(provider = %p.name(), error = %e, "KMS provider status check failed");
+                }
+            }
+        }
+        if healthy && !was_healthy {
+            tracing::info!("KMS providers healthy again");
+        }
+    }
+}
+
 /// `--encryption-provider-config-automatic-reload`: re-reads the file when its hash changes;
 /// a bad file is logged and counted, and the configuration in force stays.
 async fn reload_loop(
     path: PathBuf,
     options: ServeOptions,
+    kms: GrpcKmsConnector,
     chain: ChainHandle,
     metrics: Arc<Metrics>,
     server_id: String,
@@ -383,7 +453,7 @@ async fn reload_loop(
                 .unwrap_or_else(|p| p.into_inner())
                 .last_reload_error = Some(error);
         };
-        match load_chain(&path, &options) {
+        match load_chain(&path, &options, &kms) {
             Ok(loaded) => {
                 let failures = loaded.chain.refresh_kms().await;
                 if !failures.is_empty() {

@@ -17,9 +17,15 @@ use crate::{
     Store, StoreError, StoreMetrics, TlsFiles, WatchEvent, WatchStream,
 };
 
-/// Transient failures are retried for this long before the caller sees `Unavailable`.
-/// Long enough to ride out an etcd leader election (a few election timeouts).
-const RETRY_BUDGET: Duration = Duration::from_secs(20);
+/// Transient failures are retried for this long (the attempt in flight included) before the
+/// caller sees `Unavailable`. Long enough to ride out an etcd leader election (a few election
+/// timeouts of etcd's default 1 s), short enough that a client of the API server gets its
+/// 5xx within 10 s when etcd is gone or hung.
+const RETRY_BUDGET: Duration = Duration::from_secs(7);
+/// The budget while etcd is known to be unavailable (an operation ran out its budget and
+/// nothing has succeeded since): one short try, so a request that makes several store calls
+/// during an outage fails within about one budget, not one per call.
+const DEGRADED_BUDGET: Duration = Duration::from_millis(1500);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Per-request deadline: a request to a dead member must not hang forever.
@@ -188,6 +194,9 @@ pub(crate) struct EtcdStore {
     endpoints: Vec<String>,
     prefix: String,
     metrics: Arc<StoreMetrics>,
+    /// Set when an operation ran out its retry budget, cleared by the next success: while
+    /// set, operations get `DEGRADED_BUDGET`.
+    degraded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -374,6 +383,7 @@ impl EtcdStore {
             endpoints: endpoints.to_vec(),
             prefix: prefix.to_string(),
             metrics: Arc::new(StoreMetrics::default()),
+            degraded: Arc::default(),
         };
         // Connecting is lazy: one request proves the endpoints (and TLS) actually work.
         store
@@ -420,27 +430,49 @@ impl EtcdStore {
         F: FnMut(Client, bool) -> Fut,
         Fut: Future<Output = std::result::Result<Result<T>, etcd_client::Error>>,
     {
+        use std::sync::atomic::Ordering;
         let started = Instant::now();
+        let budget = if self.degraded.load(Ordering::Relaxed) {
+            budget.min(DEGRADED_BUDGET)
+        } else {
+            budget
+        };
         let mut backoff = FIRST_BACKOFF;
         let mut retried = false;
         loop {
-            match attempt(self.client.clone(), retried).await {
-                Ok(answer) => return answer,
-                Err(err) => match classify(err) {
-                    Failure::Final(err) => return Err(err),
-                    Failure::Transient(message) => {
-                        if started.elapsed() >= budget {
-                            return Err(StoreError::Unavailable(format!(
-                                "{what}: gave up after {:?}: {message}",
-                                started.elapsed()
-                            )));
-                        }
-                        tracing::debug!(%message, what, "transient etcd failure; retrying");
-                        retried = true;
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+            // The attempt in flight counts against the budget too: a hung member must not
+            // hold the caller for a whole per-request timeout past it.
+            let remaining = budget.saturating_sub(started.elapsed());
+            let outcome = match tokio::time::timeout(
+                remaining,
+                attempt(self.client.clone(), retried),
+            )
+            .await
+            {
+                Ok(outcome) => outcome.map_err(classify),
+                Err(_) => Err(Failure::Transient(format!(
+                    "etcd did not answer within {remaining:?}"
+                ))),
+            };
+            match outcome {
+                Ok(answer) => {
+                    self.degraded.store(false, Ordering::Relaxed);
+                    return answer;
+                }
+                Err(Failure::Final(err)) => return Err(err),
+                Err(Failure::Transient(message)) => {
+                    if started.elapsed() + backoff >= budget {
+                        self.degraded.store(true, Ordering::Relaxed);
+                        return Err(StoreError::Unavailable(format!(
+                            "{what}: etcd unavailable, gave up after {:?}: {message}",
+                            started.elapsed()
+                        )));
                     }
-                },
+                    tracing::debug!(%message, what, "transient etcd failure; retrying");
+                    retried = true;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
             }
         }
     }

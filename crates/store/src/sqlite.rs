@@ -70,6 +70,24 @@ fn sqlite_error(err: rusqlite::Error) -> StoreError {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Unavailable(
             format!("state.db is locked by another connection or process: {err}"),
         ),
+        // Both clear up without a restart once the operator fixes the disk; the write that
+        // hit them was rolled back, so nothing half-written stays behind.
+        Some(ErrorCode::DiskFull) => {
+            tracing::error!(%err, "the embedded store's disk is full: writes are refused until space is freed");
+            StoreError::Unavailable(format!(
+                "the embedded store's disk is full (no space left for state.db): {err}"
+            ))
+        }
+        Some(ErrorCode::ReadOnly) => {
+            tracing::error!(%err, "the embedded store's data directory is read-only: writes are refused");
+            StoreError::Unavailable(format!(
+                "the embedded store's data directory is read-only: {err}"
+            ))
+        }
+        Some(ErrorCode::SystemIoFailure) => {
+            tracing::error!(%err, "the embedded store hit an I/O error");
+            StoreError::Unavailable(format!("the embedded store hit an I/O error: {err}"))
+        }
         _ => StoreError::Backend(format!("sqlite: {err}")),
     }
 }
@@ -337,17 +355,44 @@ fn open_writer(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Creates and removes a file in `dir`.
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
+fn describe_io(err: &std::io::Error) -> String {
+    match err.raw_os_error() {
+        Some(30) => "read-only filesystem".to_string(), // EROFS
+        Some(28) => "no space left on the device".to_string(), // ENOSPC
+        _ => err.to_string(),
+    }
+}
+
 impl SqliteStore {
     pub(crate) async fn open(data_dir: &Path, compaction: CompactionPolicy) -> Result<Self> {
         let data_dir = data_dir.to_path_buf();
         let path = data_dir.join(DB_FILE);
         let (writer_conn, path) = tokio::task::spawn_blocking(move || {
             create_private(&data_dir, &path)?;
-            let conn = open_writer(&path).map_err(|e| match e {
-                StoreError::Backend(msg) => {
-                    StoreError::Backend(format!("opening {}: {msg}", path.display()))
+            let conn = open_writer(&path).map_err(|e| {
+                // SQLite says only "unable to open database file": find out whether the
+                // directory itself refuses writes (a read-only filesystem, a full disk).
+                if let Err(io) = probe_writable(&data_dir) {
+                    return StoreError::Unavailable(format!(
+                        "the data directory {} is not writable ({}): the embedded store \
+                         writes state.db and its WAL there",
+                        data_dir.display(),
+                        describe_io(&io)
+                    ));
                 }
-                other => other,
+                match e {
+                    StoreError::Backend(msg) => {
+                        StoreError::Backend(format!("opening {}: {msg}", path.display()))
+                    }
+                    other => other,
+                }
             })?;
             Ok::<_, StoreError>((conn, path))
         })
@@ -484,11 +529,11 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteRequest>, shared: &Shared
         }
         Err(err) => {
             // Nothing of the batch is durable: every waiter learns it was not acknowledged.
-            let message = err.to_string();
             for request in batch {
                 let _ = request.reply.send(Err(match &err {
-                    StoreError::Unavailable(_) => StoreError::Unavailable(message.clone()),
-                    _ => StoreError::Backend(message.clone()),
+                    StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
+                    StoreError::Backend(message) => StoreError::Backend(message.clone()),
+                    other => StoreError::Backend(other.to_string()),
                 }));
             }
         }

@@ -22,6 +22,9 @@ pub struct Member {
     pub name: String,
     pub client_url: String,
     child: Option<Child>,
+    /// The command line it was started with, for `restart`.
+    args: Vec<std::ffi::OsString>,
+    log: PathBuf,
 }
 
 #[derive(Debug)]
@@ -82,7 +85,8 @@ impl EtcdCluster {
         for i in 0..size {
             let name = format!("m{i}");
             let client_url = format!("{scheme}://127.0.0.1:{}", ports[2 * i]);
-            let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
+            let log_path = dir.path().join(format!("{name}.log"));
+            let log = std::fs::File::create(&log_path).unwrap();
             let mut command = Command::new(ETCD_BINARY);
             command
                 .arg("--name")
@@ -123,11 +127,14 @@ impl EtcdCluster {
                     .arg(&certs.ca_file)
                     .arg("--client-cert-auth");
             }
+            let args = command.get_args().map(|a| a.to_os_string()).collect();
             let child = command.spawn().unwrap();
             members.push(Member {
                 name,
                 client_url,
                 child: Some(child),
+                args,
+                log: log_path,
             });
         }
         let cluster = EtcdCluster {
@@ -175,6 +182,78 @@ impl EtcdCluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+
+    /// Index of the member that is the raft leader (asked through `etcdctl endpoint status`).
+    pub fn leader_index(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            for (index, member) in self.members.iter().enumerate() {
+                if member.child.is_none() {
+                    continue;
+                }
+                let output = Command::new(crate::ETCDCTL)
+                    .arg("--endpoints")
+                    .arg(&member.client_url)
+                    .args(["endpoint", "status", "-w", "json"])
+                    .output()
+                    .unwrap();
+                let Ok(status) = serde_json::from_slice::<serde_json::Value>(&output.stdout) else {
+                    continue;
+                };
+                let status = &status[0]["Status"];
+                let leader = status["leader"].as_u64().unwrap_or(0);
+                if leader != 0 && Some(leader) == status["header"]["member_id"].as_u64() {
+                    return index;
+                }
+            }
+            assert!(Instant::now() < deadline, "no etcd leader found");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGSTOPs member `index`: its port still accepts connections but nothing answers (a
+    /// hung etcd, the hardest outage for a client's timeouts).
+    pub fn pause(&self, index: usize) {
+        self.signal(index, "-STOP");
+    }
+
+    /// SIGCONTs a member `pause` stopped.
+    pub fn resume(&self, index: usize) {
+        self.signal(index, "-CONT");
+    }
+
+    fn signal(&self, index: usize, signal: &str) {
+        let child = self.members[index]
+            .child
+            .as_ref()
+            .expect("the member is running");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} etcd member {index}");
+    }
+
+    /// Starts member `index` again (after `kill`) with its data dir and ports, and waits
+    /// until it is healthy.
+    pub fn restart(&mut self, index: usize) {
+        self.kill(index);
+        let member = &mut self.members[index];
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&member.log)
+            .unwrap();
+        let child = Command::new(ETCD_BINARY)
+            .args(&member.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        member.child = Some(child);
+        self.wait_ready();
     }
 
     /// SIGKILLs member `index`.

@@ -59,6 +59,17 @@ impl AtrestServer {
     }
 
     pub fn start_on(binary: &Path, data_dir: &Path, port: u16, args: &[&str]) -> Self {
+        Self::start_with_log_level(binary, data_dir, port, args, "info")
+    }
+
+    /// As `start_on`, logging at `level` (a `RUST_LOG` value such as `trace`).
+    pub fn start_with_log_level(
+        binary: &Path,
+        data_dir: &Path,
+        port: u16,
+        args: &[&str],
+        level: &str,
+    ) -> Self {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.join(format!("serve-{port}.log"));
         let log_file = std::fs::OpenOptions::new()
@@ -73,7 +84,7 @@ impl AtrestServer {
             .arg("--secure-port")
             .arg(port.to_string())
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
             .spawn()
@@ -185,6 +196,11 @@ impl Kubectl {
     }
 
     pub fn run_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        run_with_input(&mut self.command(args), input)
+    }
+
+    /// The command, not started (for long-running ones such as `get --watch`).
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(KUBECTL);
         command
             .arg("--kubeconfig")
@@ -192,7 +208,7 @@ impl Kubectl {
             .arg("--cache-dir")
             .arg(&self.cache_dir)
             .args(args);
-        run_with_input(&mut command, input)
+        command
     }
 
     /// Runs and requires success; returns stdout.

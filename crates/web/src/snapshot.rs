@@ -41,8 +41,7 @@ pub struct ConfigKey {
 pub struct KmsProvider {
     pub name: String,
     pub endpoint: String,
-    /// `true`/`false` when the page's host probed the plugin; absent when it cannot (an
-    /// offline `status --web` does not talk to plugins).
+    /// `true`/`false` as the last probe found the plugin; absent when it was not probed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub healthy: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -305,6 +304,10 @@ impl ChainSource for FileChain {
         }
         Ok(config)
     }
+
+    async fn kms_health(&self, storage: &EncryptedStore) -> Vec<(String, Result<(), String>)> {
+        probe_kms(storage, &self.path, self.parse).await
+    }
 }
 
 /// `atrest serve`: the chain is the server's own (its reload loop replaces it); the file
@@ -322,28 +325,35 @@ impl ChainSource for LiveChain {
     }
 
     async fn kms_health(&self, storage: &EncryptedStore) -> Vec<(String, Result<(), String>)> {
-        let chain = storage.chain().current();
-        if !chain.has_kms() {
-            return Vec::new();
-        }
-        let failures = chain.refresh_kms().await;
-        let config = match read_config(&self.path, self.parse) {
-            Ok(c) => c,
-            Err(_) => return Vec::new(),
-        };
-        config
-            .kms_providers()
-            .map(|k| {
-                let failed = failures.iter().find(|(name, _)| name == &k.name);
-                (
-                    k.name.clone(),
-                    failed
-                        .map_or(Ok(()), |(_, e)| Err(e.to_string()))
-                        .map(|_| ()),
-                )
-            })
-            .collect()
+        probe_kms(storage, &self.path, self.parse).await
     }
+}
+
+/// One health probe of every KMS v2 provider of the chain in force (Status, as `/readyz`
+/// probes them), by the provider names of the file.
+async fn probe_kms(
+    storage: &EncryptedStore,
+    path: &Path,
+    parse: atrest_encryption::ParseOptions,
+) -> Vec<(String, Result<(), String>)> {
+    let chain = storage.chain().current();
+    if !chain.has_kms() {
+        return Vec::new();
+    }
+    let failures = chain.refresh_kms().await;
+    let Ok(config) = read_config(path, parse) else {
+        return Vec::new();
+    };
+    config
+        .kms_providers()
+        .map(|k| {
+            let failed = failures.iter().find(|(name, _)| name == &k.name);
+            (
+                k.name.clone(),
+                failed.map_or(Ok(()), |(_, e)| Err(e.to_string())),
+            )
+        })
+        .collect()
 }
 
 /// Reads and parses a configuration file.

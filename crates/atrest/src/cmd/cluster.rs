@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use atrest_cluster::edit::{self, EncryptionMount, CONFIG_FLAG};
 use atrest_cluster::ApiServerManifest;
 use atrest_encryption::config::template::{render, TemplateProvider};
-use atrest_encryption::kms::NoKmsConnector;
 use atrest_encryption::{EncryptionConfig, Key, ProviderChain};
+use atrest_kms::GrpcKmsConnector;
 use atrest_ops::audit::{audit, AuditOptions};
 use atrest_ops::reencrypt::{reencrypt, ReencryptOptions};
 use atrest_storage::{ChainHandle, EncryptedStore, KeyPrefix};
@@ -361,7 +361,7 @@ fn enable(args: EnableArgs) -> CmdResult {
             "the options given make an invalid configuration: {e}"
         ))
     })?;
-    let chain = ProviderChain::build(&config, &NoKmsConnector)
+    let chain = ProviderChain::build(&config, &GrpcKmsConnector::default())
         .map_err(|e| Failure::Error(format!("{}: {e}", config_path.display())))?;
     let hash = atrest_encryption::config::config_hash(text.as_bytes());
     // etcd must be reachable through the manifest's flags before anything changes.

@@ -2,8 +2,8 @@
 
 use std::io::{Read, Write};
 
-use atrest_encryption::kms::NoKmsConnector;
 use atrest_encryption::{GroupResource, ProviderChain, ResourceTransformer};
+use atrest_kms::GrpcKmsConnector;
 use clap::Args;
 use serde_json::json;
 
@@ -50,9 +50,8 @@ impl CryptArgs {
 
     fn transformer(&self) -> Result<ResourceTransformer, Failure> {
         let config = super::load_config(&self.config.path, false, &self.gates)?;
-        // The KMS v2 gRPC client is not wired into the CLI yet: a KMS provider is reported as
-        // unreachable when (and only when) it is used.
-        let chain = ProviderChain::build(&config, &NoKmsConnector)?;
+        // A KMS provider's plugin is reached at its endpoint when (and only when) it is used.
+        let chain = ProviderChain::build(&config, &GrpcKmsConnector::default())?;
         Ok(chain.for_resource(&self.resource()?))
     }
 }

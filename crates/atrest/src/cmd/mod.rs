@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod config;
 pub mod crypt;
 pub mod get;
+pub mod kms_plugin;
 pub mod offline;
 pub mod purge;
 pub mod reencrypt;

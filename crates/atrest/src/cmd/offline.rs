@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use atrest_encryption::kms::NoKmsConnector;
 use atrest_encryption::{GroupResource, ProviderChain};
+use atrest_kms::GrpcKmsConnector;
 use atrest_storage::{ChainHandle, EncryptedStore, KeyPrefix};
 use clap::Args;
 
@@ -157,7 +157,7 @@ impl OfflineArgs {
         let config =
             atrest_encryption::EncryptionConfig::parse(bytes, &path.display().to_string(), options)
                 .map_err(Failure::from)?;
-        ProviderChain::build(&config, &NoKmsConnector)
+        ProviderChain::build(&config, &GrpcKmsConnector::default())
             .map_err(|e| Failure::Error(format!("{}: {e}", path.display())))
     }
 
@@ -165,7 +165,7 @@ impl OfflineArgs {
     pub async fn open(&self) -> Result<EncryptedStore, Failure> {
         let config_path = self.config_path()?;
         let config = super::load_config(&config_path, false, &self.gates)?;
-        let chain = ProviderChain::build(&config, &NoKmsConnector)
+        let chain = ProviderChain::build(&config, &GrpcKmsConnector::default())
             .map_err(|e| Failure::Error(format!("{}: {e}", config_path.display())))?;
         let store_config = match &self.snapshot {
             Some(file) => atrest_store::StoreConfig::Snapshot { file: file.clone() },
@@ -195,7 +195,7 @@ impl OfflineArgs {
 
 /// The provider chain of a parsed configuration, as offline commands build it.
 pub fn build_chain(config: &atrest_encryption::EncryptionConfig) -> Result<ProviderChain, String> {
-    ProviderChain::build(config, &NoKmsConnector).map_err(|e| e.to_string())
+    ProviderChain::build(config, &GrpcKmsConnector::default()).map_err(|e| e.to_string())
 }
 
 /// `--resources secrets,configmaps,pandas.awesome.bears.example`, as the configuration

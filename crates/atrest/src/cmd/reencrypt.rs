@@ -134,7 +134,7 @@ fn via_api(args: ReencryptArgs) -> CmdResult {
             let config = super::load_config(path, false, &args.offline.gates)?;
             let chain = atrest_encryption::ProviderChain::build(
                 &config,
-                &atrest_encryption::kms::NoKmsConnector,
+                &atrest_kms::GrpcKmsConnector::default(),
             )
             .map_err(|e| Failure::Error(format!("{}: {e}", path.display())))?;
             Some(std::sync::Arc::new(chain))

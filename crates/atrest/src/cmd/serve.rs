@@ -65,6 +65,24 @@ pub struct ServeArgs {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long = "shutdown-grace-seconds", default_value = "30")]
     shutdown_grace: u64,
+    /// Leave the KMS provider check out of /readyz (it stays in /healthz/kms-providers):
+    /// for clusters that start their KMS plugin after the API server. /livez never
+    /// depends on a KMS plugin.
+    #[arg(long = "readyz-exclude-kms")]
+    readyz_exclude_kms: bool,
+    /// KMS v2: seconds after the last healthy Status until writes are refused (upstream: 180).
+    #[arg(
+        long = "kms-write-state-ttl-seconds",
+        default_value = "180",
+        hide = true
+    )]
+    kms_write_state_ttl: u64,
+    /// KMS v2: Status poll interval while healthy (upstream: 60).
+    #[arg(long = "kms-status-poll-seconds", default_value = "60", hide = true)]
+    kms_status_poll: u64,
+    /// KMS v2: Status poll interval while unhealthy (upstream: 10).
+    #[arg(long = "kms-unhealthy-poll-seconds", default_value = "10", hide = true)]
+    kms_unhealthy_poll: u64,
     #[command(flatten)]
     gates: FeatureGateArgs,
 }
@@ -75,6 +93,17 @@ pub fn serve(args: ServeArgs) -> CmdResult {
         return Err(Failure::Usage(
             "--encryption-provider-config-automatic-reload must be set with --encryption-provider-config".into(),
         ));
+    }
+    if let Some(file) = &args.encryption_provider_config {
+        // The file holds the keys: say so at start-up, not only in `config check`.
+        if let Ok(Some(mode)) = crate::files::readable_by_others(file) {
+            tracing::warn!(
+                file = %file.display(),
+                mode = format!("{mode:04o}"),
+                "the encryption configuration is readable by group or others: it holds the \
+                 keys; chmod 600 it"
+            );
+        }
     }
     let options = ServeOptions {
         data_dir: args.store.data_dir.clone(),
@@ -94,6 +123,12 @@ pub fn serve(args: ServeArgs) -> CmdResult {
         tls_cert_file: args.tls_cert_file,
         tls_private_key_file: args.tls_private_key_file,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        kms_lifecycle: atrest_encryption::kms::KmsLifecycle {
+            write_state_ttl: Duration::from_secs(args.kms_write_state_ttl.max(1)),
+            healthy_poll: Duration::from_secs(args.kms_status_poll.max(1)),
+            unhealthy_poll: Duration::from_secs(args.kms_unhealthy_poll.max(1)),
+        },
+        readyz_exclude_kms: args.readyz_exclude_kms,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -17,7 +17,7 @@ use super::ciphers::{random_bytes, AesGcm};
 use super::{Opened, ProviderId, ProviderKind};
 use crate::error::CipherError;
 use crate::key::Key;
-use crate::kms::{new_uid, KmsError, KmsV2Service};
+use crate::kms::{new_uid, KmsError, KmsLifecycle, KmsObserver, KmsV2Service};
 
 /// `v2.EncryptedObject` of upstream's `kmsv2/v2/api.proto`. Encoding follows field-number
 /// order and (for annotations) sorted map order, which reproduces upstream's bytes.
@@ -44,8 +44,9 @@ const MAX_KEY_ID_LEN: usize = 1024;
 const MAX_ANNOTATIONS_LEN: usize = 32 * 1024;
 const SEED_LEN: usize = 32;
 const INFO_LEN: usize = 32;
-/// Writes fail once no healthy Status has been seen for this long (upstream d.6).
-const WRITE_STATE_TTL: Duration = Duration::from_secs(180);
+/// How long a health probe's result is reused (upstream d.5): after a success, after a failure.
+const PROBE_OK_TTL: Duration = Duration::from_secs(20);
+const PROBE_FAILED_TTL: Duration = Duration::from_secs(3);
 /// How many unwrapped DEK sources are kept; each costs one plugin call to rebuild.
 const DEK_CACHE_CAPACITY: usize = 1024;
 
@@ -218,6 +219,14 @@ pub struct KmsV2Provider {
     service: std::sync::Arc<dyn KmsV2Service>,
     state: tokio::sync::RwLock<Option<WriteState>>,
     dek_cache: Mutex<DekCache>,
+    lifecycle: KmsLifecycle,
+    observer: Option<std::sync::Arc<dyn KmsObserver>>,
+    /// The last failed refresh: inline retries (a write or read with no usable state) wait
+    /// `lifecycle.unhealthy_poll` after it, so an outage does not put a plugin call on
+    /// every request.
+    last_failure: Mutex<Option<(Instant, KmsError)>>,
+    /// The last health probe and when it ran.
+    last_probe: tokio::sync::Mutex<Option<(Instant, Result<(), KmsError>)>>,
 }
 
 impl std::fmt::Debug for KmsV2Provider {
@@ -271,7 +280,28 @@ impl KmsV2Provider {
             service,
             state: tokio::sync::RwLock::new(None),
             dek_cache: Mutex::new(DekCache::default()),
+            lifecycle: KmsLifecycle::default(),
+            observer: None,
+            last_failure: Mutex::new(None),
+            last_probe: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Uses other timing rules than upstream's (tests shorten them).
+    pub fn with_lifecycle(mut self, lifecycle: KmsLifecycle) -> Self {
+        self.lifecycle = lifecycle;
+        self
+    }
+
+    /// Reports key ids, cache sizes and misses to `observer`.
+    pub fn with_observer(mut self, observer: Option<std::sync::Arc<dyn KmsObserver>>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// The timing rules in force.
+    pub fn lifecycle(&self) -> KmsLifecycle {
+        self.lifecycle
     }
 
     pub fn name(&self) -> &str {
@@ -300,6 +330,41 @@ impl KmsV2Provider {
     /// from the one this process writes with, a new seed wrapped by `Encrypt`. On failure the
     /// old state stays usable until it expires.
     pub async fn refresh(&self) -> Result<(), KmsError> {
+        let result = self.refresh_once().await;
+        let mut last = lock(&self.last_failure);
+        match &result {
+            Ok(()) => *last = None,
+            Err(e) => *last = Some((Instant::now(), e.clone())),
+        }
+        result
+    }
+
+    /// A health probe as `/healthz/kms-providers` runs it: [`KmsV2Provider::refresh`], unless
+    /// the last probe is younger than 20 s (3 s if it failed), whose result is returned.
+    pub async fn probe(&self) -> Result<(), KmsError> {
+        let mut last = self.last_probe.lock().await;
+        if let Some((at, result)) = last.as_ref() {
+            let ttl = if result.is_ok() {
+                PROBE_OK_TTL
+            } else {
+                PROBE_FAILED_TTL
+            };
+            if at.elapsed() < ttl {
+                return result.clone();
+            }
+        }
+        let result = self.refresh().await;
+        *last = Some((Instant::now(), result.clone()));
+        result
+    }
+
+    /// Whether this provider can write now (a seed wrapped under the plugin's key id, not
+    /// expired).
+    pub async fn can_write(&self) -> bool {
+        matches!(&*self.state.read().await, Some(s) if s.expires_at > Instant::now())
+    }
+
+    async fn refresh_once(&self) -> Result<(), KmsError> {
         let status = self.call(self.service.status()).await?;
         if status.healthz != "ok" {
             return Err(KmsError::Unhealthy {
@@ -313,8 +378,23 @@ impl KmsV2Provider {
                 status.version
             )));
         }
-        validate_key_id(&status.key_id).map_err(|e| self.invalid(format!("status: {e}")))?;
-        let expires_at = Instant::now() + WRITE_STATE_TTL;
+        if let Err(e) = validate_key_id(&status.key_id) {
+            if let Some(o) = &self.observer {
+                o.invalid_status_key_id(
+                    &self.name,
+                    if status.key_id.is_empty() {
+                        "empty"
+                    } else {
+                        "too_long"
+                    },
+                );
+            }
+            return Err(self.invalid(format!("status: {e}")));
+        }
+        if let Some(o) = &self.observer {
+            o.status_key_id(&self.name, &status.key_id);
+        }
+        let expires_at = Instant::now() + self.lifecycle.write_state_ttl;
         {
             let mut state = self.state.write().await;
             if let Some(s) = state.as_mut().filter(|s| s.key_id == status.key_id) {
@@ -335,6 +415,28 @@ impl KmsV2Provider {
         }
         validate_dek_source(&response.ciphertext).map_err(|e| self.invalid(e))?;
         validate_annotations(&response.annotations).map_err(|e| self.invalid(e))?;
+        // Reads of this process's own writes need no plugin call: the seed goes into the
+        // read cache under the key its values will carry (upstream does the same).
+        let cache_key = EncryptedObject {
+            encrypted_data: Vec::new(),
+            key_id: response.key_id.clone(),
+            encrypted_dek_source: response.ciphertext.clone(),
+            annotations: response.annotations.clone(),
+            encrypted_dek_source_type: DEK_SOURCE_HKDF_SHA256_XNONCE_AES_GCM_SEED,
+        }
+        .cache_key();
+        let own = std::sync::Arc::new(DekSource::HkdfSeed(hmac::Key::new(
+            hmac::HMAC_SHA256,
+            seed.as_bytes(),
+        )));
+        let size = {
+            let mut cache = self.lock_cache();
+            cache.insert(cache_key, own);
+            cache.entries.len()
+        };
+        if let Some(o) = &self.observer {
+            o.dek_source_cache_size(&self.name, size);
+        }
         let new_state = WriteState {
             seed: hmac::Key::new(hmac::HMAC_SHA256, seed.as_bytes()),
             key_id: response.key_id,
@@ -351,13 +453,30 @@ impl KmsV2Provider {
         self.state.read().await.as_ref().map(|s| s.key_id.clone())
     }
 
-    async fn ensure_state(&self) -> Result<(), KmsError> {
-        let usable = matches!(&*self.state.read().await, Some(s) if s.expires_at > Instant::now());
-        if usable {
-            Ok(())
-        } else {
-            self.refresh().await
+    /// Refreshes inline, unless a refresh failed less than `unhealthy_poll` ago (then that
+    /// failure is returned: the background poll recovers).
+    async fn refresh_inline(&self) -> Result<(), KmsError> {
+        let recent = lock(&self.last_failure)
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < self.lifecycle.unhealthy_poll)
+            .map(|(_, e)| e.clone());
+        match recent {
+            Some(e) => Err(e),
+            None => self.refresh().await,
         }
+    }
+
+    /// A write needs a seed whose expiration has not passed (upstream d.6).
+    async fn ensure_write_state(&self) -> Result<(), KmsError> {
+        if self.can_write().await {
+            return Ok(());
+        }
+        self.refresh_inline()
+            .await
+            .map_err(|e| KmsError::NoWriteKey {
+                name: self.name.clone(),
+                reason: e.to_string(),
+            })
     }
 
     pub(crate) async fn seal(
@@ -365,7 +484,7 @@ impl KmsV2Provider {
         plaintext: &[u8],
         aad: &[u8],
     ) -> Result<(Vec<u8>, ProviderId), CipherError> {
-        self.ensure_state().await?;
+        self.ensure_write_state().await?;
         let state = self.state.read().await;
         let Some(state) = state.as_ref() else {
             return Err(self
@@ -390,6 +509,9 @@ impl KmsV2Provider {
         object
             .encode(&mut out)
             .map_err(|e| CipherError::Envelope(e.to_string()))?;
+        if let Some(o) = &self.observer {
+            o.key_id_used(&self.name, "to_storage", &state.key_id);
+        }
         let id = ProviderId {
             kind: ProviderKind::KmsV2,
             name: Some(self.name.clone()),
@@ -409,8 +531,13 @@ impl KmsV2Provider {
             CipherError::Envelope(format!("failed to unmarshal EncryptedObject: {e}"))
         })?;
         object.validate().map_err(CipherError::Envelope)?;
-        // Upstream needs a valid write state for reads too (it decides staleness).
-        self.ensure_state().await?;
+        // Reads never expire: a seed's expiration only stops writes, and an unwrapped DEK
+        // source stays cached for as long as the cache holds it. Without any write state yet
+        // (a process that never reached its plugin), one refresh is tried so staleness can be
+        // told; if it fails the value is still read, and reported stale.
+        if self.current_key_id().await.is_none() {
+            let _ = self.refresh_inline().await;
+        }
         let current_key_id = self.current_key_id().await;
 
         let cache_key = object.cache_key();
@@ -418,6 +545,9 @@ impl KmsV2Provider {
         let dek = match cached {
             Some(dek) => dek,
             None => {
+                if let Some(o) = &self.observer {
+                    o.cache_miss();
+                }
                 let plaintext = self
                     .call(self.service.decrypt(
                         &new_uid(),
@@ -431,11 +561,21 @@ impl KmsV2Provider {
                     object.encrypted_dek_source_type,
                     &plaintext,
                 )?);
-                self.lock_cache().insert(cache_key, dek.clone());
+                let size = {
+                    let mut cache = self.lock_cache();
+                    cache.insert(cache_key, dek.clone());
+                    cache.entries.len()
+                };
+                if let Some(o) = &self.observer {
+                    o.dek_source_cache_size(&self.name, size);
+                }
                 dek
             }
         };
         let plaintext = dek.open(&object.encrypted_data, aad)?;
+        if let Some(o) = &self.observer {
+            o.key_id_used(&self.name, "from_storage", &object.key_id);
+        }
         let stale = current_key_id.as_deref() != Some(object.key_id.as_str())
             || object.encrypted_dek_source_type != DEK_SOURCE_HKDF_SHA256_XNONCE_AES_GCM_SEED;
         Ok(Opened {
@@ -450,10 +590,14 @@ impl KmsV2Provider {
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, DekCache> {
-        // A panic while holding this lock cannot leave the map inconsistent (every mutation is
-        // a single insert/remove), so a poisoned lock is safe to keep using.
-        self.dek_cache.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.dek_cache)
     }
+}
+
+/// A panic while holding these locks cannot leave their data inconsistent (every mutation is
+/// a single insert, remove or assignment), so a poisoned lock is safe to keep using.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
