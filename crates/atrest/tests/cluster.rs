@@ -778,3 +778,155 @@ fn cluster_enable_rolls_back_when_kube_apiserver_exits_on_the_new_flags() {
     );
     drop(kubelet);
 }
+
+/// `cluster enable` on the node's manifest through `kubelet`'s kube-apiserver; asserts it
+/// succeeded.
+fn enable_on(node: &Node, kubelet: &Kubelet, extra: &[&str]) -> std::process::Output {
+    let enc = node.path("enc");
+    let backups = node.path("backup");
+    let m = node.manifest_arg();
+    let mut args = vec![
+        "cluster",
+        "enable",
+        "--manifest",
+        &m,
+        "--config-dir",
+        enc.to_str().unwrap(),
+        "--kubeconfig",
+        kubelet.kubeconfig.to_str().unwrap(),
+        "--backup-dir",
+        backups.to_str().unwrap(),
+        "--timeout",
+        "240",
+    ];
+    args.extend_from_slice(extra);
+    let out = atrest(&args);
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    out
+}
+
+fn plain_secret(kubectl: &atrest_testkit::Kubectl, name: &str) -> String {
+    use base64::Engine as _;
+    let secret = secret_when_served(kubectl, name);
+    let data = secret["data"]["password"].as_str().unwrap().to_string();
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn cluster_disable_returns_every_secret_to_plain_text_and_the_manifest_to_the_original() {
+    let cluster = EtcdCluster::single_tls();
+    let node = Node::new(&cluster, &minikube_manifest());
+    let base = write(node.root.path(), "identity.yaml", &identity_only("secrets"));
+    let Some(kubelet) = Kubelet::start(&node.manifest, &base) else {
+        return;
+    };
+    let kubectl = kubelet.kubectl(node.root.path());
+    for name in ["db", "api"] {
+        kubectl.ok(&[
+            "create",
+            "secret",
+            "generic",
+            name,
+            &format!("--from-literal=password=plain-{name}"),
+        ]);
+    }
+    let original = std::fs::read_to_string(&node.manifest).unwrap();
+    enable_on(&node, &kubelet, &[]);
+    // Written while encrypted.
+    kubectl.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "late",
+        "--from-literal=password=plain-late",
+    ]);
+    let store = tls_store(&cluster);
+    for name in ["db", "api", "late"] {
+        let stored = raw_get(&store, &format!("/registry/secrets/default/{name}")).unwrap();
+        assert!(stored.starts_with(b"k8s:enc:secretbox:v1:"), "{name}");
+    }
+
+    let m = node.manifest_arg();
+    let backups = node.path("backup");
+    let kubeconfig = kubelet.kubeconfig.display().to_string();
+    let disable = |output: &str| {
+        atrest(&[
+            "cluster",
+            "disable",
+            "--manifest",
+            &m,
+            "--kubeconfig",
+            &kubeconfig,
+            "--backup-dir",
+            backups.to_str().unwrap(),
+            "--timeout",
+            "240",
+            "-o",
+            output,
+        ])
+    };
+    let out = disable("json");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report = stdout_json(&out);
+    assert_eq!(report["changed"], true);
+    assert_eq!(report["removed"]["volume"], "atrest-encryption-config");
+
+    // The manifest is the original, byte for byte; kube-apiserver restarted on it.
+    assert_eq!(std::fs::read_to_string(&node.manifest).unwrap(), original);
+    assert_eq!(
+        kubelet.restarts.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "enable's restart, then disable's"
+    );
+    assert_eq!(
+        std::fs::read_dir(node.path("manifests")).unwrap().count(),
+        1
+    );
+    // Every secret is plain text in etcd, and kube-apiserver reads it.
+    for name in ["db", "api", "late"] {
+        let stored = raw_get(&store, &format!("/registry/secrets/default/{name}")).unwrap();
+        assert!(!stored.starts_with(b"k8s:enc:"), "{name} still encrypted");
+        assert!(
+            atrest_testkit::contains(&stored, format!("plain-{name}").as_bytes()),
+            "{name}"
+        );
+        assert_eq!(plain_secret(&kubectl, name), format!("plain-{name}"));
+    }
+    // The configuration is kept, private, identity first, the key still there for reading.
+    use std::os::unix::fs::PermissionsExt;
+    let config = node.path("enc").join("encryption-config.yaml");
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    let identity = text.find("identity").unwrap();
+    let secretbox = text.find("secretbox").unwrap();
+    assert!(identity < secretbox, "{text}");
+
+    // Twice: says so, changes nothing.
+    let out = disable("text");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not enabled"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(std::fs::read_to_string(&node.manifest).unwrap(), original);
+    assert_eq!(
+        kubelet.restarts.load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    drop(kubelet);
+}

@@ -54,6 +54,18 @@ pub enum ClusterCommand {
     /// snapshots and history from before. Not enabled: says so, changes nothing. Interrupted
     /// or timed out: run it again, it continues. Exit 0 done, 1 error.
     Disable(DisableArgs),
+    /// Rotate the encryption keys of this control-plane node's kube-apiserver.
+    ///
+    /// `atrest rotate` on the EncryptionConfiguration the manifest's
+    /// --encryption-provider-config names, through the etcd its flags name (container paths
+    /// mapped through its hostPath volumes), every wait gated on this kube-apiserver (the
+    /// configuration hash in its /metrics, reached with --kubeconfig; the manifest needs
+    /// --encryption-provider-config-automatic-reload=true, as `enable` writes it): a fresh
+    /// key (OS CSPRNG) added for reading, promoted to write, everything re-encrypted, the
+    /// old key removed; the file rewritten atomically (0600, a backup beside it). Ends with
+    /// `atrest status`. Interrupted: run it again, it resumes. Exit 0 done, 1 error, 3
+    /// kube-apiserver did not load a step in time.
+    Rotate(ClusterRotateArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -64,6 +76,9 @@ pub enum EnableProvider {
     Aesgcm,
     /// AES-256-CBC; not recommended (unauthenticated).
     Aescbc,
+    /// A KMS v2 plugin at --kms-endpoint (its socket must be reachable from kube-apiserver's
+    /// pod at the same path).
+    Kms,
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +93,13 @@ pub struct EnableArgs {
     /// The write provider of the new configuration.
     #[arg(long, value_enum, default_value = "secretbox")]
     provider: EnableProvider,
+    /// The KMS v2 plugin's socket with --provider kms (unix:///path/to/socket).
+    #[arg(long, value_name = "unix:///PATH")]
+    kms_endpoint: Option<String>,
+    /// The name of the kms provider entry with --provider kms (it is part of every stored
+    /// value's prefix: k8s:enc:kms:v2:NAME:).
+    #[arg(long, default_value = "atrest-kms", value_name = "NAME")]
+    kms_name: String,
     /// Resources to encrypt, comma-separated (default every resource, *.*).
     #[arg(long, value_delimiter = ',', default_value = "*.*")]
     resources: Vec<String>,
@@ -126,10 +148,44 @@ pub struct DisableArgs {
     output: OutputFormat,
 }
 
+#[derive(Debug, Args)]
+pub struct ClusterRotateArgs {
+    /// kube-apiserver's static-pod manifest.
+    #[arg(
+        long,
+        default_value = "/etc/kubernetes/manifests/kube-apiserver.yaml",
+        value_name = "FILE"
+    )]
+    manifest: PathBuf,
+    /// Kubeconfig to reach kube-apiserver with (default /etc/kubernetes/admin.conf if it
+    /// exists, else $KUBECONFIG).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The new key's provider (default: the one that writes now).
+    #[arg(long, value_parser = ["secretbox", "aesgcm", "aescbc"])]
+    provider: Option<String>,
+    /// Only the entries naming these resources.
+    #[arg(long, value_delimiter = ',', value_name = "RESOURCES")]
+    resources: Vec<String>,
+    /// Longest wait for kube-apiserver to load each step (e.g. 90s, 5m).
+    #[arg(long, value_parser = super::rotate::parse_duration, default_value = "5m", value_name = "DURATION")]
+    timeout: Duration,
+    /// How often kube-apiserver's /metrics is read while waiting.
+    #[arg(long, value_parser = super::rotate::parse_duration, default_value = "2s", value_name = "DURATION")]
+    poll: Duration,
+    /// Run `atrest purge` at the end (compact and defragment the old copies away).
+    #[arg(long)]
+    purge: bool,
+    /// Output: a line per step, as text or JSON (the last JSON line is the result).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    output: OutputFormat,
+}
+
 pub fn run(command: ClusterCommand) -> CmdResult {
     match command {
         ClusterCommand::Enable(args) => enable(args),
         ClusterCommand::Disable(args) => disable(args),
+        ClusterCommand::Rotate(args) => rotate(args),
     }
 }
 
@@ -250,6 +306,26 @@ fn backup_manifest(
     Ok(backup)
 }
 
+/// --kms-endpoint, checked: given with --provider kms, a unix socket URL.
+fn kms_endpoint(args: &EnableArgs) -> Result<&str, Failure> {
+    let endpoint = args.kms_endpoint.as_deref().ok_or_else(|| {
+        Failure::Usage("--provider kms needs --kms-endpoint unix:///path/to/socket".into())
+    })?;
+    let path = endpoint.strip_prefix("unix://").unwrap_or("");
+    if !path.starts_with('/') {
+        return Err(Failure::Usage(format!(
+            "--kms-endpoint {endpoint:?}: kube-apiserver takes unix:///absolute/path/to/socket"
+        )));
+    }
+    if args.kms_name.is_empty() || args.kms_name.contains(':') {
+        return Err(Failure::Usage(format!(
+            "--kms-name {:?}: a name without ':' (it is part of the stored prefix)",
+            args.kms_name
+        )));
+    }
+    Ok(endpoint)
+}
+
 fn make_private_dir(dir: &Path) -> Result<(), String> {
     if !dir.exists() {
         std::fs::DirBuilder::new()
@@ -335,22 +411,39 @@ fn enable(args: EnableArgs) -> CmdResult {
         },
         VOLUME,
     )?;
-    let key = Key::generate(32)
-        .map_err(|e| Failure::Error(format!("the OS random number generator failed: {e}")))?;
     let kind = match args.provider {
         EnableProvider::Secretbox => "secretbox",
         EnableProvider::Aesgcm => "aesgcm",
         EnableProvider::Aescbc => "aescbc",
+        EnableProvider::Kms => "kms v2",
     };
-    let text = render(
-        &args.resources,
-        &TemplateProvider::Static {
-            kind,
-            key_name: "key1",
-            key: &key,
-        },
-        true,
-    );
+    let text = match args.provider {
+        EnableProvider::Kms => {
+            let endpoint = kms_endpoint(&args)?;
+            render(
+                &args.resources,
+                &TemplateProvider::KmsV2 {
+                    name: &args.kms_name,
+                    endpoint,
+                },
+                true,
+            )
+        }
+        _ => {
+            let key = Key::generate(32).map_err(|e| {
+                Failure::Error(format!("the OS random number generator failed: {e}"))
+            })?;
+            render(
+                &args.resources,
+                &TemplateProvider::Static {
+                    kind,
+                    key_name: "key1",
+                    key: &key,
+                },
+                true,
+            )
+        }
+    };
     let config = EncryptionConfig::parse(
         text.as_bytes(),
         &config_path.display().to_string(),
@@ -698,7 +791,7 @@ fn disable(args: DisableArgs) -> CmdResult {
     };
     let config = EncryptionConfig::parse(&bytes, &config_name, Default::default())
         .map_err(|e| Failure::Error(e.to_string()))?;
-    let chain = ProviderChain::build(&config, &NoKmsConnector)
+    let chain = ProviderChain::build(&config, &GrpcKmsConnector::default())
         .map_err(|e| Failure::Error(format!("{config_name}: {e}")))?;
     let hash = atrest_encryption::config::config_hash(&bytes);
     let runtime = runtime()?;
@@ -771,7 +864,13 @@ fn disable(args: DisableArgs) -> CmdResult {
         let result = audit(&storage, &AuditOptions { resources: None }, &progress)
             .await
             .map_err(|e| Failure::Error(format!("auditing: {e}\n  continue with: {rerun}")))?;
-        if !result.up_to_date {
+        // Plain text is the goal here: only objects still encrypted (stale: not on the
+        // identity write provider) or unreadable keep the keys needed.
+        let all_plain = result
+            .resources
+            .iter()
+            .all(|r| !r.covered || (r.stale == 0 && r.undecryptable == 0));
+        if !all_plain {
             if args.output == OutputFormat::Text {
                 print!("{}", super::status::render(&result));
             }
@@ -834,12 +933,7 @@ fn disable(args: DisableArgs) -> CmdResult {
                 backup.display()
             ))
         })?;
-        let plain: u64 = result
-            .resources
-            .iter()
-            .flat_map(|r| r.keys.iter())
-            .map(|k| k.objects)
-            .sum();
+        let plain: u64 = result.resources.iter().map(|r| r.plaintext).sum();
         match args.output {
             OutputFormat::Json => println!(
                 "{:#}",
@@ -864,5 +958,80 @@ fn disable(args: DisableArgs) -> CmdResult {
             ),
         }
         Ok(())
+    })
+}
+
+fn rotate(args: ClusterRotateArgs) -> CmdResult {
+    let m = args.manifest.display().to_string();
+    let text = std::fs::read_to_string(&args.manifest)
+        .map_err(|e| Failure::Error(format!("{m}: cannot read the manifest: {e}")))?;
+    let manifest = ApiServerManifest::parse(&text, &args.manifest)?;
+    if manifest.flag(CONFIG_FLAG).is_none() {
+        return Err(Failure::Error(format!(
+            "{m}: no --{CONFIG_FLAG}: encryption at rest is not enabled, there is no key to \
+             rotate (atrest cluster enable --manifest {m})"
+        )));
+    }
+    if manifest.flag(edit::RELOAD_FLAG) != Some("true") {
+        return Err(Failure::Error(format!(
+            "{m}: kube-apiserver runs without --{}=true, so it would not load the rotation's \
+             steps; add that flag to the manifest, wait for kubelet's restart, then run this \
+             again; nothing changed",
+            edit::RELOAD_FLAG
+        )));
+    }
+    let config_path = manifest
+        .encryption_provider_config()?
+        .ok_or_else(|| Failure::Error(format!("{m}: --{CONFIG_FLAG} is empty; nothing changed")))?;
+    let etcd = manifest.etcd()?;
+    let kubeconfig = kubeconfig(&args.kubeconfig)?;
+    super::rotate::run(super::rotate::RotateArgs::for_manifest(
+        args.manifest.clone(),
+        kubeconfig,
+        args.provider.clone(),
+        args.resources.clone(),
+        args.timeout,
+        args.poll,
+        args.purge,
+        args.output,
+    ))?;
+
+    // The end state, as `atrest status --manifest` reports it.
+    let config_name = config_path.display().to_string();
+    let bytes = std::fs::read(&config_path).map_err(|e| {
+        Failure::Error(format!("{config_name}: cannot read the configuration: {e}"))
+    })?;
+    let config = EncryptionConfig::parse(&bytes, &config_name, Default::default())
+        .map_err(|e| Failure::Error(e.to_string()))?;
+    let chain = ProviderChain::build(&config, &GrpcKmsConnector::default())
+        .map_err(|e| Failure::Error(format!("{config_name}: {e}")))?;
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let storage = open_etcd(&etcd, chain)
+            .await
+            .map_err(|e| Failure::Error(format!("reaching etcd through {m}'s flags: {e}")))?;
+        let progress = CliProgress::new(args.output == OutputFormat::Json);
+        let result = audit(&storage, &AuditOptions { resources: None }, &progress)
+            .await
+            .map_err(|e| Failure::Error(format!("auditing: {e}")))?;
+        match args.output {
+            OutputFormat::Json => println!(
+                "{}",
+                serde_json::json!({
+                    "event": "done",
+                    "changed": true,
+                    "manifest": m,
+                    "config": config_name,
+                    "configHash": atrest_encryption::config::config_hash(&bytes),
+                    "status": result,
+                })
+            ),
+            OutputFormat::Text => print!("{}", super::status::render(&result)),
+        }
+        if result.up_to_date {
+            Ok(())
+        } else {
+            Err(Failure::Audit)
+        }
     })
 }
