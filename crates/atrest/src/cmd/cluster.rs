@@ -64,7 +64,7 @@ pub enum ClusterCommand {
     /// key (OS CSPRNG) added for reading, promoted to write, everything re-encrypted, the
     /// old key removed; the file rewritten atomically (0600, a backup beside it). Ends with
     /// `atrest status`. Interrupted: run it again, it resumes. Exit 0 done, 1 error, 3
-    /// kube-apiserver did not load a step in time.
+    /// kube-apiserver did not load a step in time or objects are still on another key.
     Rotate(ClusterRotateArgs),
 }
 
@@ -1028,10 +1028,17 @@ fn rotate(args: ClusterRotateArgs) -> CmdResult {
             ),
             OutputFormat::Text => print!("{}", super::status::render(&result)),
         }
-        if result.up_to_date {
-            Ok(())
-        } else {
+        // The rotation is done when nothing is left on a key other than the write key;
+        // plain-text objects (kube-apiserver writes some, such as masterleases, outside its
+        // configuration) are reported above but are not the rotation's to fix.
+        let on_old_keys = result
+            .resources
+            .iter()
+            .any(|r| r.covered && (r.stale > 0 || r.undecryptable > 0));
+        if on_old_keys {
             Err(Failure::Audit)
+        } else {
+            Ok(())
         }
     })
 }
