@@ -392,11 +392,23 @@ struct Kubelet {
     thread: Option<std::thread::JoinHandle<()>>,
     kubeconfig: PathBuf,
     restarts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The logs of the starts that failed, in order.
+    failed_starts: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-fn kas_flags(manifest: &Path) -> (String, Vec<String>) {
+/// kube-apiserver's flags from the manifest. `unseen`: a host directory the container
+/// runtime does not see (as on a node where atrest's filesystem is not the kubelet's: a
+/// hostPath there is another, empty directory): paths under it reach kube-apiserver as
+/// paths under an empty directory.
+fn kas_flags(manifest: &Path, unseen: Option<&(PathBuf, PathBuf)>) -> (String, Vec<String>) {
     let m = atrest_cluster::ApiServerManifest::load(manifest).unwrap();
     let etcd = m.etcd().unwrap();
+    let runtime_view = |p: PathBuf| match unseen {
+        Some((hidden, empty)) if p.starts_with(hidden) => {
+            empty.join(p.strip_prefix(hidden).unwrap())
+        }
+        _ => p,
+    };
     let mut flags = Vec::new();
     for (name, value) in [
         ("etcd-cafile", etcd.ca_file),
@@ -407,7 +419,7 @@ fn kas_flags(manifest: &Path) -> (String, Vec<String>) {
             m.encryption_provider_config().unwrap(),
         ),
     ] {
-        if let Some(v) = value {
+        if let Some(v) = value.map(runtime_view) {
             flags.push(format!("--{name}={}", v.display()));
         }
     }
@@ -421,15 +433,27 @@ fn kas_flags(manifest: &Path) -> (String, Vec<String>) {
 impl Kubelet {
     /// `None` when the upstream kube-apiserver is not on this machine.
     fn start(manifest: &Path, base_config: &Path) -> Option<Self> {
+        Self::start_on(manifest, base_config, None)
+    }
+
+    /// As `start`, on a node whose container runtime does not see the host directory
+    /// `unseen` (it sees an empty directory there instead).
+    fn start_on(manifest: &Path, base_config: &Path, unseen: Option<&Path>) -> Option<Self> {
         use atrest_testkit::upstream::KubeApiServer;
         use std::sync::atomic::Ordering;
-        let (url, flags) = kas_flags(manifest);
+        let unseen = unseen.map(|dir| {
+            let empty = dir.with_extension("runtime-view");
+            std::fs::create_dir_all(&empty).unwrap();
+            (dir.to_path_buf(), empty)
+        });
+        let (url, flags) = kas_flags(manifest, unseen.as_ref());
         let mut server = KubeApiServer::start(&url, base_config, &strs(&flags))?;
         let kubeconfig = server.kubeconfig();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let restarts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let failed_starts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (manifest, base) = (manifest.to_path_buf(), base_config.to_path_buf());
-        let (stop2, restarts2) = (stop.clone(), restarts.clone());
+        let (stop2, restarts2, failed2) = (stop.clone(), restarts.clone(), failed_starts.clone());
         let thread = std::thread::spawn(move || {
             let mut seen = std::fs::read(&manifest).unwrap();
             while !stop2.load(Ordering::SeqCst) {
@@ -439,10 +463,11 @@ impl Kubelet {
                     // As kubelet: a pod that fails to start is retried when its manifest
                     // changes again.
                     seen = now;
-                    let (url, flags) = kas_flags(&manifest);
+                    let (url, flags) = kas_flags(&manifest, unseen.as_ref());
                     restarts2.fetch_add(1, Ordering::SeqCst);
                     if let Err(e) = server.try_restart(&url, &base, &strs(&flags)) {
                         eprintln!("kubelet harness: kube-apiserver did not start: {e}");
+                        failed2.lock().unwrap().push(e);
                     }
                 }
             }
@@ -453,6 +478,7 @@ impl Kubelet {
             thread: Some(thread),
             kubeconfig,
             restarts,
+            failed_starts,
         })
     }
 
@@ -658,5 +684,473 @@ fn cluster_enable_rolls_back_when_kube_apiserver_does_not_come_back() {
     assert_eq!(secret.unwrap()["metadata"]["name"], "db");
     let stored = raw_get(&tls_store(&cluster), "/registry/secrets/default/db").unwrap();
     assert!(atrest_testkit::contains(&stored, b"plain-db"));
+    drop(kubelet);
+}
+
+/// Waits until kube-apiserver serves `name` again (it may be restarting) and returns it.
+fn secret_when_served(kubectl: &atrest_testkit::Kubectl, name: &str) -> serde_json::Value {
+    for _ in 0..480 {
+        let out = kubectl.run(&["get", "secret", name, "-o", "json"]);
+        if out.status.success() {
+            return serde_json::from_slice(&out.stdout).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    panic!("kube-apiserver does not serve secret {name}");
+}
+
+#[test]
+fn cluster_enable_rolls_back_when_kube_apiserver_exits_on_the_new_flags() {
+    let cluster = EtcdCluster::single_tls();
+    let node = Node::new(&cluster, &minikube_manifest());
+    let base = write(node.root.path(), "identity.yaml", &identity_only("secrets"));
+    let enc = node.path("enc");
+    // The container runtime does not see the configuration directory atrest writes: the
+    // restarted kube-apiserver gets an --encryption-provider-config it cannot open, and
+    // exits.
+    let Some(kubelet) = Kubelet::start_on(&node.manifest, &base, Some(&enc)) else {
+        return;
+    };
+    let kubectl = kubelet.kubectl(node.root.path());
+    kubectl.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal=password=plain-db",
+    ]);
+    let original = std::fs::read_to_string(&node.manifest).unwrap();
+    let backups = node.path("backup");
+    let out = atrest(&[
+        "cluster",
+        "enable",
+        "--manifest",
+        &node.manifest_arg(),
+        "--config-dir",
+        enc.to_str().unwrap(),
+        "--kubeconfig",
+        kubelet.kubeconfig.to_str().unwrap(),
+        "--backup-dir",
+        backups.to_str().unwrap(),
+        "--timeout",
+        "90",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(code(&out), 1, "{text}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("did not come back") && err.contains("rolled back"),
+        "{err}"
+    );
+    assert!(text.contains("restored"), "{text}");
+    // It was the crash: kube-apiserver exited on start, unable to read the configuration.
+    {
+        let failed = kubelet.failed_starts.lock().unwrap();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].contains("exited"), "{}", failed[0]);
+        assert!(
+            failed[0].contains("encryption-config.yaml"),
+            "{}",
+            failed[0]
+        );
+    }
+    // Rolled back: the original manifest, no configuration left, the backup outside the
+    // manifests directory.
+    assert_eq!(std::fs::read_to_string(&node.manifest).unwrap(), original);
+    assert!(!enc.join("encryption-config.yaml").exists());
+    assert_eq!(
+        std::fs::read_dir(node.path("manifests")).unwrap().count(),
+        1
+    );
+    // kubelet restarts kube-apiserver on the original manifest: it serves the secret, still
+    // stored as it was, and takes writes.
+    let secret = secret_when_served(&kubectl, "db");
+    assert_eq!(secret["metadata"]["name"], "db");
+    kubectl.ok(&["create", "secret", "generic", "after", "--from-literal=k=v"]);
+    let store = tls_store(&cluster);
+    let stored = raw_get(&store, "/registry/secrets/default/db").unwrap();
+    assert!(atrest_testkit::contains(&stored, b"plain-db"));
+    assert!(raw_get(&store, "/registry/secrets/default/after").is_some());
+    assert_eq!(
+        kubelet.restarts.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the edit, then the rollback"
+    );
+    drop(kubelet);
+}
+
+/// `cluster enable` on the node's manifest through `kubelet`'s kube-apiserver; asserts it
+/// succeeded.
+fn enable_on(node: &Node, kubelet: &Kubelet, extra: &[&str]) -> std::process::Output {
+    let enc = node.path("enc");
+    let backups = node.path("backup");
+    let m = node.manifest_arg();
+    let mut args = vec![
+        "cluster",
+        "enable",
+        "--manifest",
+        &m,
+        "--config-dir",
+        enc.to_str().unwrap(),
+        "--kubeconfig",
+        kubelet.kubeconfig.to_str().unwrap(),
+        "--backup-dir",
+        backups.to_str().unwrap(),
+        "--timeout",
+        "240",
+    ];
+    args.extend_from_slice(extra);
+    let out = atrest(&args);
+    // 0, or 3 when the final audit saw the masterleases kube-apiserver itself rewrites in
+    // plain text every few seconds; callers check etcd.
+    assert!(
+        matches!(code(&out), 0 | 3),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    out
+}
+
+fn plain_secret(kubectl: &atrest_testkit::Kubectl, name: &str) -> String {
+    use base64::Engine as _;
+    let secret = secret_when_served(kubectl, name);
+    let data = secret["data"]["password"].as_str().unwrap().to_string();
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn cluster_disable_returns_every_secret_to_plain_text_and_the_manifest_to_the_original() {
+    let cluster = EtcdCluster::single_tls();
+    let node = Node::new(&cluster, &minikube_manifest());
+    let base = write(node.root.path(), "identity.yaml", &identity_only("secrets"));
+    let Some(kubelet) = Kubelet::start(&node.manifest, &base) else {
+        return;
+    };
+    let kubectl = kubelet.kubectl(node.root.path());
+    for name in ["db", "api"] {
+        kubectl.ok(&[
+            "create",
+            "secret",
+            "generic",
+            name,
+            &format!("--from-literal=password=plain-{name}"),
+        ]);
+    }
+    let original = std::fs::read_to_string(&node.manifest).unwrap();
+    enable_on(&node, &kubelet, &[]);
+    // Written while encrypted.
+    kubectl.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "late",
+        "--from-literal=password=plain-late",
+    ]);
+    let store = tls_store(&cluster);
+    for name in ["db", "api", "late"] {
+        let stored = raw_get(&store, &format!("/registry/secrets/default/{name}")).unwrap();
+        assert!(stored.starts_with(b"k8s:enc:secretbox:v1:"), "{name}");
+    }
+
+    let m = node.manifest_arg();
+    let backups = node.path("backup");
+    let kubeconfig = kubelet.kubeconfig.display().to_string();
+    let disable = |output: &str| {
+        atrest(&[
+            "cluster",
+            "disable",
+            "--manifest",
+            &m,
+            "--kubeconfig",
+            &kubeconfig,
+            "--backup-dir",
+            backups.to_str().unwrap(),
+            "--timeout",
+            "240",
+            "-o",
+            output,
+        ])
+    };
+    let out = disable("json");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report = stdout_json(&out);
+    assert_eq!(report["changed"], true);
+    assert_eq!(report["removed"]["volume"], "atrest-encryption-config");
+
+    // The manifest is the original, byte for byte; kube-apiserver restarted on it.
+    assert_eq!(std::fs::read_to_string(&node.manifest).unwrap(), original);
+    assert_eq!(
+        kubelet.restarts.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "enable's restart, then disable's"
+    );
+    assert_eq!(
+        std::fs::read_dir(node.path("manifests")).unwrap().count(),
+        1
+    );
+    // Every secret is plain text in etcd, and kube-apiserver reads it.
+    for name in ["db", "api", "late"] {
+        let stored = raw_get(&store, &format!("/registry/secrets/default/{name}")).unwrap();
+        assert!(!stored.starts_with(b"k8s:enc:"), "{name} still encrypted");
+        assert!(
+            atrest_testkit::contains(&stored, format!("plain-{name}").as_bytes()),
+            "{name}"
+        );
+        assert_eq!(plain_secret(&kubectl, name), format!("plain-{name}"));
+    }
+    // The configuration is kept, private, identity first, the key still there for reading.
+    use std::os::unix::fs::PermissionsExt;
+    let config = node.path("enc").join("encryption-config.yaml");
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    let identity = text.find("identity").unwrap();
+    let secretbox = text.find("secretbox").unwrap();
+    assert!(identity < secretbox, "{text}");
+
+    // Twice: says so, changes nothing.
+    let out = disable("text");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not enabled"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(std::fs::read_to_string(&node.manifest).unwrap(), original);
+    assert_eq!(
+        kubelet.restarts.load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    drop(kubelet);
+}
+
+#[test]
+fn cluster_rotate_moves_every_secret_to_a_new_key_gated_on_kube_apiserver() {
+    let cluster = EtcdCluster::single_tls();
+    let node = Node::new(&cluster, &minikube_manifest());
+    let base = write(node.root.path(), "identity.yaml", &identity_only("secrets"));
+    let Some(kubelet) = Kubelet::start(&node.manifest, &base) else {
+        return;
+    };
+    let kubectl = kubelet.kubectl(node.root.path());
+    for name in ["db", "api"] {
+        kubectl.ok(&[
+            "create",
+            "secret",
+            "generic",
+            name,
+            &format!("--from-literal=password=plain-{name}"),
+        ]);
+    }
+    enable_on(&node, &kubelet, &[]);
+    let enabled_manifest = std::fs::read_to_string(&node.manifest).unwrap();
+    let config = node.path("enc").join("encryption-config.yaml");
+    let before = std::fs::read_to_string(&config).unwrap();
+    let store = tls_store(&cluster);
+    let old_key = |name: &str| {
+        let stored = raw_get(&store, &format!("/registry/secrets/default/{name}")).unwrap();
+        stored.starts_with(b"k8s:enc:secretbox:v1:key1:")
+    };
+    assert!(old_key("db") && old_key("api"));
+
+    let m = node.manifest_arg();
+    let out = atrest(&[
+        "cluster",
+        "rotate",
+        "--manifest",
+        &m,
+        "--kubeconfig",
+        kubelet.kubeconfig.to_str().unwrap(),
+        "--timeout",
+        "4m",
+        "--poll",
+        "500ms",
+        "-o",
+        "json",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(code(&out), 0, "{text}\n{}", stderr(&out));
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "done", "{text}");
+    let secrets = resource(&last["status"], "secrets");
+    assert_eq!(
+        (secrets["current"].as_u64(), secrets["stale"].as_u64()),
+        (Some(2), Some(0))
+    );
+
+    // One key left in the configuration, a new one; every secret on it; the old key gone.
+    let after = std::fs::read_to_string(&config).unwrap();
+    assert_ne!(after, before);
+    assert!(!after.contains("name: key1"), "{after}");
+    // (Exit 0 or 3: kube-apiserver itself rewrites its masterleases in plain text.)
+    let out = atrest(&["status", "--manifest", &m, "-o", "json"]);
+    assert!(matches!(code(&out), 0 | 3), "{}", stderr(&out));
+    let status = stdout_json(&out);
+    let secrets = resource(&status, "secrets");
+    let keys = secrets["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{secrets:#}");
+    assert_eq!(keys[0]["objects"], 2);
+    assert_ne!(keys[0]["key"], "key1");
+    assert!(!old_key("db") && !old_key("api"));
+    let stored = raw_get(&store, "/registry/secrets/default/db").unwrap();
+    assert!(stored.starts_with(b"k8s:enc:secretbox:v1:"));
+    // kube-apiserver reads them; the manifest was not touched (no restart: it reloaded).
+    for name in ["db", "api"] {
+        assert_eq!(plain_secret(&kubectl, name), format!("plain-{name}"));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&node.manifest).unwrap(),
+        enabled_manifest
+    );
+    assert_eq!(
+        kubelet.restarts.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    drop(kubelet);
+}
+
+/// A running `atrest kms-plugin` on `socket`, its key-encryption key in `kek` (created);
+/// killed on drop.
+struct KmsPlugin(std::process::Child);
+
+impl KmsPlugin {
+    fn start(socket: &Path, kek: &Path) -> Self {
+        let log = std::fs::File::create(socket.with_extension("log")).unwrap();
+        let child = std::process::Command::new(atrest_bin())
+            .arg("kms-plugin")
+            .arg("--listen")
+            .arg(format!("unix://{}", socket.display()))
+            .arg("--create-key")
+            .arg("--kek-file")
+            .arg(kek)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let plugin = KmsPlugin(child);
+        for _ in 0..400 {
+            if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+                return plugin;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!(
+            "the plugin did not listen:\n{}",
+            std::fs::read_to_string(socket.with_extension("log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for KmsPlugin {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn cluster_enable_with_a_kms_v2_plugin() {
+    let cluster = EtcdCluster::single_tls();
+    let node = Node::new(&cluster, &minikube_manifest());
+    let socket = node.path("kms.sock");
+    let _plugin = KmsPlugin::start(&socket, &node.path("kek"));
+    let base = write(node.root.path(), "identity.yaml", &identity_only("secrets"));
+    let Some(kubelet) = Kubelet::start(&node.manifest, &base) else {
+        return;
+    };
+    let kubectl = kubelet.kubectl(node.root.path());
+    kubectl.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal=password=plain-db",
+    ]);
+    let endpoint = format!("unix://{}", socket.display());
+    let out = enable_on(
+        &node,
+        &kubelet,
+        &[
+            "--provider",
+            "kms",
+            "--kms-endpoint",
+            &endpoint,
+            "--kms-name",
+            "node-kms",
+            "-o",
+            "json",
+        ],
+    );
+    let report = stdout_json(&out);
+    assert_eq!(report["changed"], true);
+    let secrets = resource(&report["status"], "secrets");
+    assert_eq!(
+        (secrets["current"].as_u64(), secrets["stale"].as_u64()),
+        (Some(1), Some(0))
+    );
+
+    // A kms v2 entry, no static key, written 0600.
+    let config = std::fs::read_to_string(node.path("enc").join("encryption-config.yaml")).unwrap();
+    assert!(config.contains("kms:"), "{config}");
+    assert!(config.contains("apiVersion: v2"), "{config}");
+    assert!(config.contains("name: node-kms"), "{config}");
+    assert!(config.contains(&endpoint), "{config}");
+    assert!(!config.contains("secret:"), "{config}");
+
+    // The old secret and a new one are stored through the plugin, and kube-apiserver reads
+    // both.
+    kubectl.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "late",
+        "--from-literal=password=plain-late",
+    ]);
+    let store = tls_store(&cluster);
+    for name in ["db", "late"] {
+        let stored = raw_get(&store, &format!("/registry/secrets/default/{name}")).unwrap();
+        assert!(stored.starts_with(b"k8s:enc:kms:v2:node-kms:"), "{name}");
+        assert!(!atrest_testkit::contains(
+            &stored,
+            format!("plain-{name}").as_bytes()
+        ));
+        assert_eq!(plain_secret(&kubectl, name), format!("plain-{name}"));
+    }
+    let out = atrest(&["status", "--manifest", &node.manifest_arg(), "-o", "json"]);
+    assert!(matches!(code(&out), 0 | 3), "{}", stderr(&out));
+    let secrets = resource(&stdout_json(&out), "secrets").clone();
+    assert_eq!(secrets["current"], 2, "{secrets:#}");
+    assert_eq!(secrets["keys"][0]["provider"], "kms", "{secrets:#}");
+
+    // Without an endpoint, or with one kube-apiserver cannot use: a usage error, nothing
+    // changed.
+    let other = Node::new(&cluster, &minikube_manifest());
+    let original = std::fs::read_to_string(&other.manifest).unwrap();
+    for bad in [
+        &["--provider", "kms"][..],
+        &["--provider", "kms", "--kms-endpoint", "/tmp/x.sock"],
+    ] {
+        let mut args = vec![
+            "cluster",
+            "enable",
+            "--manifest",
+            other.manifest.to_str().unwrap(),
+        ];
+        args.extend_from_slice(bad);
+        args.extend_from_slice(&["--kubeconfig", kubelet.kubeconfig.to_str().unwrap()]);
+        let out = atrest(&args);
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        assert!(stderr(&out).contains("--kms-endpoint"), "{}", stderr(&out));
+        assert_eq!(std::fs::read_to_string(&other.manifest).unwrap(), original);
+    }
     drop(kubelet);
 }

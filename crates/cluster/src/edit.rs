@@ -166,6 +166,60 @@ fn plain_path(path: &Path, what: &str, file: &Path) -> Result<String, ManifestEr
     Ok(s.to_string())
 }
 
+/// Where the kube-apiserver container is in the text.
+struct Located {
+    /// The `containers:` key: line and column.
+    containers_line: usize,
+    containers_col: usize,
+    containers: SeqBlock,
+    /// The column of the container's keys.
+    key_col: usize,
+    /// Its index in `containers`.
+    chosen: usize,
+    /// Its lines.
+    container: std::ops::Range<usize>,
+}
+
+fn locate(
+    lines: &Lines<'_>,
+    manifest: &ApiServerManifest,
+    unsupported: &dyn Fn(&str) -> ManifestError,
+) -> Result<Located, ManifestError> {
+    let all = 0..lines.lines.len();
+    let (containers_line, containers_col) = lines
+        .find_key("containers", None, all)
+        .ok_or_else(|| unsupported("spec.containers"))?;
+    let containers = lines
+        .seq_after(containers_line, containers_col)
+        .ok_or_else(|| unsupported("spec.containers"))?;
+    let key_col = containers.col + 2;
+    let item_range = |k: usize| {
+        let start = containers.items[k];
+        let end = containers
+            .items
+            .get(k + 1)
+            .copied()
+            .unwrap_or(containers.last + 1);
+        start..end
+    };
+    let chosen = (0..containers.items.len())
+        .find(|k| {
+            item_range(*k)
+                .any(|i| scalar_at(lines.lines[i], "name", key_col) == Some(manifest.container()))
+        })
+        .or((containers.items.len() == 1).then_some(0))
+        .ok_or_else(|| unsupported("the kube-apiserver container"))?;
+    let container = item_range(chosen);
+    Ok(Located {
+        containers_line,
+        containers_col,
+        containers,
+        key_col,
+        chosen,
+        container,
+    })
+}
+
 /// The manifest text with encryption at rest enabled as `mount` says; the volume is named
 /// `volume_name`. Errors if it is already enabled or the layout is not understood.
 pub fn enable(
@@ -212,31 +266,14 @@ pub fn enable(
         ))
     };
 
-    // The containers, and the kube-apiserver one among them.
-    let (containers_line, containers_col) = lines
-        .find_key("containers", None, all.clone())
-        .ok_or_else(|| unsupported("spec.containers"))?;
-    let containers = lines
-        .seq_after(containers_line, containers_col)
-        .ok_or_else(|| unsupported("spec.containers"))?;
-    let key_col = containers.col + 2;
-    let item_range = |k: usize| {
-        let start = containers.items[k];
-        let end = containers
-            .items
-            .get(k + 1)
-            .copied()
-            .unwrap_or(containers.last + 1);
-        start..end
-    };
-    let chosen = (0..containers.items.len())
-        .find(|k| {
-            item_range(*k)
-                .any(|i| scalar_at(lines.lines[i], "name", key_col) == Some(manifest.container()))
-        })
-        .or((containers.items.len() == 1).then_some(0))
-        .ok_or_else(|| unsupported("the kube-apiserver container"))?;
-    let container = item_range(chosen);
+    let Located {
+        containers_line,
+        containers_col,
+        containers,
+        key_col,
+        chosen,
+        container,
+    } = locate(&lines, &manifest, &unsupported)?;
 
     // (line to insert after, text): collected, then applied bottom-up.
     let mut inserts: Vec<(usize, String)> = Vec::new();
@@ -365,6 +402,238 @@ pub fn enable(
     Ok(out)
 }
 
+/// What [`disable`] took out of the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disabled {
+    /// The manifest text without them.
+    pub text: String,
+    /// The flags removed, as they were written.
+    pub flags: Vec<String>,
+    /// The volumeMount removed (its mountPath): the one the configuration was read through,
+    /// if it mounted only the configuration's file or directory and no other flag uses it.
+    pub mount: Option<String>,
+    /// The volume removed with it, if nothing else mounts it.
+    pub volume: Option<String>,
+}
+
+/// The value of a one-line block sequence item (`- value  # comment`) whose dash is at
+/// `col`, unquoted.
+fn item_scalar(line: &str, col: usize) -> Option<&str> {
+    if indent(line) != col {
+        return None;
+    }
+    let rest = line[col..].strip_prefix("- ")?;
+    let rest = rest.split(" #").next().unwrap_or(rest).trim();
+    Some(rest.trim_matches(|c| c == '"' || c == '\''))
+}
+
+/// The flags `enable` adds (and the seed adds by hand): `--encryption-provider-config=...`
+/// and `--encryption-provider-config-automatic-reload[=...]`.
+fn is_encryption_flag(arg: &str) -> bool {
+    let Some(body) = arg.strip_prefix("--") else {
+        return false;
+    };
+    match body.split_once('=') {
+        Some((name, _)) => name == CONFIG_FLAG || name == RELOAD_FLAG,
+        None => body == RELOAD_FLAG,
+    }
+}
+
+/// The manifest text with encryption at rest disabled: the `--encryption-provider-config`
+/// and automatic-reload flags removed, and the volumeMount and hostPath volume the
+/// configuration was read through, when they were there for it alone (mounting the file or
+/// its directory, used by no other flag or container). Every other line stays as it was; the
+/// result is checked by parsing as [`enable`]'s is. Errors if encryption is not enabled or
+/// the layout is not understood.
+pub fn disable(text: &str, file: &Path) -> Result<Disabled, ManifestError> {
+    use std::collections::BTreeSet;
+    let err = |message: String| ManifestError {
+        file: file.to_path_buf(),
+        flag: None,
+        message,
+    };
+    let unsupported = |what: &str| {
+        err(format!(
+            "the layout of {what} is not one atrest edits (it writes block-style YAML as \
+             kubeadm does); remove the flags, volumeMount and volume by hand"
+        ))
+    };
+    let manifest = ApiServerManifest::parse(text, file)?;
+    let Some(config) = manifest.flag(CONFIG_FLAG).map(std::path::PathBuf::from) else {
+        return Err(ManifestError {
+            file: file.to_path_buf(),
+            flag: Some(CONFIG_FLAG.into()),
+            message: "not set: encryption at rest is not enabled".into(),
+        });
+    };
+    let lines = Lines::new(text);
+    let loc = locate(&lines, &manifest, &unsupported)?;
+    let item_end = |seq: &SeqBlock, k: usize| seq.items.get(k + 1).copied().unwrap_or(seq.last + 1);
+    let mut drop_lines: BTreeSet<usize> = BTreeSet::new();
+    let mut flags = Vec::new();
+    for key in ["command", "args"] {
+        let Some((line, _)) = lines.find_key(key, Some(loc.key_col), loc.container.clone()) else {
+            continue;
+        };
+        let seq = lines
+            .seq_after(line, loc.key_col)
+            .ok_or_else(|| unsupported("the container's command"))?;
+        for (k, &start) in seq.items.iter().enumerate() {
+            let Some(value) = item_scalar(lines.lines[start], seq.col) else {
+                continue;
+            };
+            if !is_encryption_flag(value) {
+                continue;
+            }
+            if (start + 1..item_end(&seq, k)).any(|i| !blank_or_comment(lines.lines[i])) {
+                return Err(unsupported("the container's command"));
+            }
+            drop_lines.insert(start);
+            flags.push(value.to_string());
+        }
+    }
+
+    // The mount the configuration came through, if it is there for the configuration alone.
+    let others_use = |dir: &Path| {
+        manifest
+            .args()
+            .iter()
+            .filter(|a| !is_encryption_flag(a))
+            .any(|a| {
+                a.split_once('=')
+                    .is_some_and(|(_, v)| v.split(',').any(|p| Path::new(p).starts_with(dir)))
+            })
+    };
+    let mount = manifest
+        .mounts()
+        .iter()
+        .filter(|m| config.starts_with(&m.mount_path))
+        .max_by_key(|m| m.mount_path.components().count())
+        .filter(|m| {
+            (m.mount_path == config || Some(m.mount_path.as_path()) == config.parent())
+                && !others_use(&m.mount_path)
+        })
+        .cloned();
+    let mut expected = yaml_value(text, file)?;
+    let mut volume = None;
+    let mut mount_path = None;
+    if let Some(m) = &mount {
+        let path = m.mount_path.to_string_lossy().into_owned();
+        let (line, _) = lines
+            .find_key("volumeMounts", Some(loc.key_col), loc.container.clone())
+            .ok_or_else(|| unsupported("the container's volumeMounts"))?;
+        let seq = lines
+            .seq_after(line, loc.key_col)
+            .ok_or_else(|| unsupported("the container's volumeMounts"))?;
+        let col = seq.col + 2;
+        let k = (0..seq.items.len())
+            .find(|&k| {
+                let range = seq.items[k]..item_end(&seq, k);
+                range
+                    .clone()
+                    .any(|i| scalar_at(lines.lines[i], "mountPath", col) == Some(&path))
+                    && range
+                        .into_iter()
+                        .any(|i| scalar_at(lines.lines[i], "name", col) == Some(&m.name))
+            })
+            .ok_or_else(|| unsupported("the container's volumeMounts"))?;
+        if seq.items.len() == 1 {
+            drop_lines.extend(line..item_end(&seq, k));
+        } else {
+            drop_lines.extend(seq.items[k]..item_end(&seq, k));
+        }
+        mount_path = Some(path.clone());
+        // Does anything else (another mount, another container) use the volume?
+        let spec = &expected["spec"];
+        let uses = ["containers", "initContainers"]
+            .iter()
+            .flat_map(|c| spec[c].as_array().into_iter().flatten())
+            .flat_map(|c| c["volumeMounts"].as_array().into_iter().flatten())
+            .filter(|vm| vm["name"] == m.name.as_str())
+            .count();
+        if uses == 1 {
+            let outside = |i: &usize| *i < loc.containers_line || *i > loc.containers.last;
+            let key = (0..lines.lines.len())
+                .filter(outside)
+                .find(|&i| key_column(lines.lines[i], "volumes") == Some(loc.containers_col));
+            if let Some(key) = key {
+                let seq = lines
+                    .seq_after(key, loc.containers_col)
+                    .ok_or_else(|| unsupported("spec.volumes"))?;
+                let col = seq.col + 2;
+                let found = (0..seq.items.len()).find(|&k| {
+                    (seq.items[k]..item_end(&seq, k))
+                        .any(|i| scalar_at(lines.lines[i], "name", col) == Some(&m.name))
+                });
+                if let Some(k) = found {
+                    if seq.items.len() == 1 {
+                        drop_lines.extend(key..item_end(&seq, k));
+                    } else {
+                        drop_lines.extend(seq.items[k]..item_end(&seq, k));
+                    }
+                    volume = Some(m.name.clone());
+                }
+            }
+        }
+    }
+
+    // The check: the new document is the old one without exactly these.
+    let removed = (|| {
+        let spec = expected.get_mut("spec")?.as_object_mut()?;
+        let c = spec
+            .get_mut("containers")?
+            .get_mut(loc.chosen)?
+            .as_object_mut()?;
+        for key in ["command", "args"] {
+            if let Some(list) = c.get_mut(key).and_then(|v| v.as_array_mut()) {
+                list.retain(|a| !a.as_str().is_some_and(is_encryption_flag));
+            }
+        }
+        if let (Some(m), Some(path)) = (&mount, &mount_path) {
+            let list = c.get_mut("volumeMounts")?.as_array_mut()?;
+            let at = list
+                .iter()
+                .position(|vm| vm["mountPath"] == path.as_str() && vm["name"] == m.name.as_str())?;
+            list.remove(at);
+            if list.is_empty() {
+                c.remove("volumeMounts");
+            }
+        }
+        if let Some(name) = &volume {
+            let list = spec.get_mut("volumes")?.as_array_mut()?;
+            let at = list.iter().position(|v| v["name"] == name.as_str())?;
+            list.remove(at);
+            if list.is_empty() {
+                spec.remove("volumes");
+            }
+        }
+        Some(())
+    })();
+    let out: String = lines
+        .lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !drop_lines.contains(i))
+        .map(|(_, l)| *l)
+        .collect();
+    let edited =
+        yaml_value(&out, file).map_err(|e| err(format!("edit produced invalid YAML: {e}")))?;
+    let after = ApiServerManifest::parse(&out, file)?;
+    if removed.is_none()
+        || edited != expected
+        || after.flag(CONFIG_FLAG).is_some()
+        || after.flag(RELOAD_FLAG).is_some()
+    {
+        return Err(unsupported("this manifest"));
+    }
+    Ok(Disabled {
+        text: out,
+        flags,
+        mount: mount_path,
+        volume,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,6 +726,71 @@ status: {}";
         }
         assert_eq!(old_lines.next(), None, "an original line was lost");
         added
+    }
+
+    #[test]
+    fn disable_takes_out_exactly_what_enable_put_in() {
+        let text = "\
+# kept comment
+apiVersion: v1
+kind: Pod
+spec:
+  containers:
+  - command:
+    - kube-apiserver
+    - --etcd-servers=https://127.0.0.1:2379   # inline comment kept
+    - --tls-cert-file=/etc/kubernetes/pki/apiserver.crt
+    name: kube-apiserver
+    volumeMounts:
+    - mountPath: /etc/kubernetes/pki
+      name: k8s-certs
+      readOnly: true
+  hostNetwork: true
+  volumes:
+  - hostPath:
+      path: /etc/kubernetes/pki
+      type: DirectoryOrCreate
+    name: k8s-certs
+status: {}
+";
+        let enabled = enable_text(text).unwrap();
+        let d = disable(&enabled, Path::new("m.yaml")).unwrap();
+        assert_eq!(d.text, text);
+        assert_eq!(
+            d.flags,
+            [
+                "--encryption-provider-config=/etc/kubernetes/enc/encryption-config.yaml",
+                "--encryption-provider-config-automatic-reload=true"
+            ]
+        );
+        assert_eq!(d.mount.as_deref(), Some("/etc/kubernetes/enc"));
+        assert_eq!(d.volume.as_deref(), Some("encryption-config"));
+        let e = disable(text, Path::new("m.yaml")).unwrap_err().to_string();
+        assert!(e.contains("not enabled"), "{e}");
+
+        // Lists enable created are removed whole.
+        let bare = "spec:\n  containers:\n  - name: kube-apiserver\n    command:\n    - kube-apiserver\n    - --etcd-servers=http://e:2379\n";
+        let d = disable(&enable_text(bare).unwrap(), Path::new("m.yaml")).unwrap();
+        assert_eq!(d.text, bare);
+    }
+
+    #[test]
+    fn disable_keeps_a_mount_something_else_uses() {
+        // The configuration lives in the certificates' directory: only the flags go.
+        let text = "spec:\n  containers:\n  - name: kube-apiserver\n    command:\n    - kube-apiserver\n    - --encryption-provider-config=/etc/kubernetes/pki/enc.yaml\n    - --tls-cert-file=/etc/kubernetes/pki/apiserver.crt\n    volumeMounts:\n    - mountPath: /etc/kubernetes/pki\n      name: k8s-certs\n  volumes:\n  - hostPath:\n      path: /etc/kubernetes/pki\n    name: k8s-certs\n";
+        let d = disable(text, Path::new("m.yaml")).unwrap();
+        assert_eq!(
+            d.text,
+            text.replace(
+                "    - --encryption-provider-config=/etc/kubernetes/pki/enc.yaml\n",
+                ""
+            )
+        );
+        assert_eq!((d.mount, d.volume), (None, None));
+        // `--flag value` in two items is not edited.
+        let split = "spec:\n  containers:\n  - name: kube-apiserver\n    command:\n    - kube-apiserver\n    - --encryption-provider-config\n    - /enc.yaml\n";
+        let e = disable(split, Path::new("m.yaml")).unwrap_err().to_string();
+        assert!(e.contains("by hand"), "{e}");
     }
 
     #[test]

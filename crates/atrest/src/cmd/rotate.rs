@@ -66,8 +66,49 @@ pub struct RotateArgs {
     output: OutputFormat,
 }
 
+impl RotateArgs {
+    /// The rotation of the configuration `manifest` names, on the etcd its flags name, each
+    /// wait gated on the kube-apiserver `kubeconfig` reaches (`atrest cluster rotate`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_manifest(
+        manifest: PathBuf,
+        kubeconfig: PathBuf,
+        provider: Option<String>,
+        resources: Vec<String>,
+        timeout: Duration,
+        poll: Duration,
+        purge: bool,
+        output: OutputFormat,
+    ) -> Self {
+        RotateArgs {
+            offline: OfflineArgs {
+                manifest: Some(manifest),
+                data_dir: PathBuf::from("./atrest-data"),
+                etcd_servers: Vec::new(),
+                etcd_prefix: None,
+                etcd_cafile: None,
+                etcd_certfile: None,
+                etcd_keyfile: None,
+                encryption_provider_config: None,
+                gates: Default::default(),
+                snapshot: None,
+            },
+            provider,
+            resources,
+            kube_apiservers: Vec::new(),
+            kubeconfig: Some(kubeconfig),
+            yes: false,
+            wait: None,
+            timeout,
+            poll,
+            purge,
+            output,
+        }
+    }
+}
+
 /// `90s`, `2m`, `1h`, or plain seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => text.split_at(i),
         None => (text, "s"),

@@ -303,6 +303,25 @@ impl Document {
         self.validate().map(drop)
     }
 
+    /// Puts `identity` first in every resource entry (writes in plain text), every other
+    /// provider kept after it in order, so everything stored encrypted still reads: the
+    /// first step of turning encryption off. Whether anything changed.
+    pub fn identity_first(&mut self) -> Result<bool, EditError> {
+        let mut changed = false;
+        for index in 0..self.entries().len() {
+            let Some(providers) = self.providers_mut(index) else {
+                continue;
+            };
+            if providers.first().and_then(provider_kind) == Some("identity") {
+                continue;
+            }
+            providers.retain(|p| provider_kind(p) != Some("identity"));
+            providers.insert(0, json!({"identity": {}}));
+            changed = true;
+        }
+        self.validate().map(|_| changed)
+    }
+
     /// Provider blocks of an entry, as `kind:first-key` (for messages and tests).
     pub fn describe_entry(&self, index: usize) -> Vec<String> {
         self.entries()
@@ -359,6 +378,17 @@ mod tests {
         let reread = Document::parse(&bytes, "enc.yaml").unwrap();
         assert_eq!(reread.describe_entry(0), ["aescbc:k2", "identity"]);
         assert_eq!(reread.describe_entry(1), ["identity"]);
+    }
+
+    #[test]
+    fn identity_first_keeps_every_key_for_reading() {
+        let mut doc = Document::parse(CONFIG.as_bytes(), "enc.yaml").unwrap();
+        assert!(doc.identity_first().unwrap());
+        assert_eq!(doc.describe_entry(0), ["identity", "aescbc:old"]);
+        assert_eq!(doc.describe_entry(1), ["identity"]);
+        let once = doc.to_bytes().unwrap();
+        assert!(!doc.identity_first().unwrap(), "already first: no change");
+        assert_eq!(doc.to_bytes().unwrap(), once);
     }
 
     #[test]
