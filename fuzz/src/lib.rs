@@ -240,7 +240,7 @@ pub fn field_selector(data: &[u8]) {
     if let Some(selector) = text(data) {
         if let Ok(parsed) = atrest_api::selector::parse_field_selector(
             selector,
-            atrest_api::selector::FieldSelectorKind::Secret,
+            atrest_api::kind::Kind::SECRET,
         ) {
             let _ = parsed.matches(&serde_json::json!({
                 "metadata": {"name": "a", "namespace": "b"}, "type": "Opaque"
