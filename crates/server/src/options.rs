@@ -204,7 +204,19 @@ impl WriteOptions {
             dry_run: dry_run(query.get("dryRun"))?,
             field_validation: match query.get("fieldValidation") {
                 Some("Strict") => FieldValidation::Strict,
-                _ => FieldValidation::Lenient,
+                None | Some("" | "Warn" | "Ignore") => FieldValidation::Lenient,
+                // Upstream validates the options: anything else is refused, not ignored.
+                Some(other) => {
+                    return Err(ApiError::new(
+                        422,
+                        crate::status::Reason::Invalid,
+                        format!(
+                            "CreateOptions.meta.k8s.io \"\" is invalid: fieldValidation: \
+                             Unsupported value: {other:?}: supported values: \"\", \"Ignore\", \
+                             \"Strict\", \"Warn\""
+                        ),
+                    ))
+                }
             },
         })
     }

@@ -222,6 +222,12 @@ fn check_resource_version(
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
         .unwrap_or("");
+    if !wanted.is_empty() && wanted.parse::<u64>().is_err() {
+        return Err(ApiError::bad_request(format!(
+            "invalid resourceVersion {wanted:?} in metadata: it must be the decimal \
+             resourceVersion the object was read at"
+        )));
+    }
     if !wanted.is_empty() && wanted != existing.mod_revision.to_string() {
         return Err(ApiError::conflict(&res.group, &res.plural, name));
     }
