@@ -216,6 +216,32 @@ impl EtcdCluster {
     /// hung etcd, the hardest outage for a client's timeouts).
     pub fn pause(&self, index: usize) {
         self.signal(index, "-STOP");
+        // SIGSTOP is asynchronous: a thread busy on another CPU runs on until it next enters
+        // the kernel. Wait until every thread of the process is stopped.
+        let pid = self.members[index]
+            .child
+            .as_ref()
+            .expect("the member is running")
+            .id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all_stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .unwrap()
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+                .all(|stat| {
+                    // The state follows the parenthesised command name.
+                    stat.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+                });
+            if all_stopped {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd member {index} did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// SIGCONTs a member `pause` stopped.
