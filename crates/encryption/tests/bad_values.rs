@@ -51,7 +51,15 @@ fn assert_refused(provider: &str, case: Case, writer: &ProviderChain, reader: &P
     let plaintext = b"k8s\0a secret value that is long enough to span several blocks";
     let written = block_on(writer.for_resource(&secrets).encrypt(plaintext, HERE)).unwrap();
     let mut stored = written.stored.clone();
-    let prefix_len = stored.iter().rposition(|b| *b == b':').unwrap() + 1;
+    // `k8s:enc:<provider>:v1|v2:<name>:`: five colons; the ciphertext after it may hold more.
+    let prefix_len = stored
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b':')
+        .nth(4)
+        .unwrap()
+        .0
+        + 1;
     let mut key = HERE;
     match case {
         Case::Truncated => stored.truncate(stored.len() - 5),
