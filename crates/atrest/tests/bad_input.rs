@@ -10,10 +10,8 @@ use std::path::Path;
 
 use atrest_client::KubeClient;
 use atrest_testkit::AtrestServer;
-use common::{atrest_bin, config, embedded_revision, provider, write};
+use common::{aesgcm_secrets_config, atrest_bin, embedded_revision, write};
 use serde_json::{json, Value};
-
-const KEY: &str = "er+42Uj8deiLT9sUFFwycEqLPW+Egt0EDVTWPsF3MDM=";
 
 /// A kubeconfig for `server` that authenticates with `token` (or with nothing).
 fn kubeconfig_with_token(
@@ -148,11 +146,7 @@ fn catalogue() -> Vec<Bad> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clear_errors_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let enc = write(
-        dir.path(),
-        "enc.yaml",
-        &config("secrets", &[provider("aesgcm", "k1", KEY)]),
-    );
+    let enc = aesgcm_secrets_config(dir.path());
     let tokens = write(
         dir.path(),
         "tokens.csv",

@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,13 +17,12 @@ use atrest_client::KubeClient;
 use atrest_testkit::etcd::EtcdCluster;
 use atrest_testkit::AtrestServer;
 use base64::Engine as _;
-use common::{atrest_bin, config, provider, write};
+use common::{aesgcm_secrets_config, atrest_bin, watch_events};
 use serde_json::{json, Value};
 
 const NAMESPACES: usize = 10;
 const CLIENTS_PER_NAMESPACE: usize = 5;
 const OBJECTS_PER_CLIENT: u64 = 8;
-const KEY: &str = "er+42Uj8deiLT9sUFFwycEqLPW+Egt0EDVTWPsF3MDM=";
 
 fn seconds() -> u64 {
     std::env::var("ATREST_LOAD_SECONDS")
@@ -235,21 +233,9 @@ async fn run_client(
     record
 }
 
-fn watch_events(path: &Path) -> Vec<Value> {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    serde_json::Deserializer::from_slice(&bytes)
-        .into_iter::<Value>()
-        .map_while(Result::ok)
-        .collect()
-}
-
 async fn mixed_load(store_args: &[&str], what: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let enc = write(
-        dir.path(),
-        "enc.yaml",
-        &config("secrets", &[provider("aesgcm", "k1", KEY)]),
-    );
+    let enc = aesgcm_secrets_config(dir.path());
     let mut args = vec!["--encryption-provider-config", enc.to_str().unwrap()];
     args.extend_from_slice(store_args);
     let server = AtrestServer::start(&atrest_bin(), &dir.path().join("data"), &args);

@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 use atrest_client::KubeClient;
 use atrest_testkit::etcd::EtcdCluster;
 use atrest_testkit::{AtrestServer, Kubectl};
-use common::{atrest, atrest_bin, code, config, counts, provider, resource, stdout_json, write};
+use common::{
+    aesgcm_secrets_config, atrest, atrest_bin, code, config, counts, provider, resource,
+    stdout_json, watch_events, write, K_NEW,
+};
 use serde_json::{json, Value};
 
-const KEY: &str = "er+42Uj8deiLT9sUFFwycEqLPW+Egt0EDVTWPsF3MDM=";
 const WRITERS: usize = 8;
 
 fn trials() -> usize {
@@ -27,21 +29,6 @@ fn trials() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3)
-}
-
-fn aesgcm_config(dir: &Path) -> std::path::PathBuf {
-    let path = write(
-        dir,
-        "enc.yaml",
-        &config("secrets", &[provider("aesgcm", "k1", KEY)]),
-    );
-    chmod_600(&path);
-    path
-}
-
-fn chmod_600(path: &Path) {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 fn client(server: &AtrestServer) -> Arc<KubeClient> {
@@ -177,7 +164,7 @@ fn kill_delay(trial: usize) -> Duration {
 
 async fn kill_9_trials(store_args: &[&str], what: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let enc = aesgcm_config(dir.path());
+    let enc = aesgcm_secrets_config(dir.path());
     let data = dir.path().join("data");
     let mut serve_args = vec!["--encryption-provider-config", enc.to_str().unwrap()];
     serve_args.extend_from_slice(store_args);
@@ -235,19 +222,11 @@ async fn kill_9_of_serve_on_etcd_loses_no_acknowledged_write() {
     kill_9_trials(&["--etcd-servers", &endpoints], "etcd").await;
 }
 
-/// The events of a `kubectl get --watch --output-watch-events -o json` transcript.
-fn watch_events(transcript: &[u8]) -> Vec<Value> {
-    serde_json::Deserializer::from_slice(transcript)
-        .into_iter::<Value>()
-        .map(|event| event.unwrap())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn etcd_leader_killed_under_write_load_loses_nothing_and_the_watch_goes_on() {
     let mut etcd = EtcdCluster::cluster(3);
     let dir = tempfile::tempdir().unwrap();
-    let enc = aesgcm_config(dir.path());
+    let enc = aesgcm_secrets_config(dir.path());
     let endpoints = etcd.endpoints().join(",");
     let server = AtrestServer::start(
         &atrest_bin(),
@@ -332,7 +311,7 @@ async fn etcd_leader_killed_under_write_load_loses_nothing_and_the_watch_goes_on
     // is still running (it did not end and need a re-list).
     let deadline = Instant::now() + Duration::from_secs(30);
     let events = loop {
-        let events = watch_events(&std::fs::read(&watch_out).unwrap());
+        let events = watch_events(&watch_out);
         let seen: BTreeSet<String> = events
             .iter()
             .map(|e| {
@@ -386,7 +365,7 @@ async fn etcd_leader_killed_under_write_load_loses_nothing_and_the_watch_goes_on
 async fn a_hung_etcd_gets_quick_5xx_answers_readyz_fails_livez_holds_and_service_resumes() {
     let etcd = EtcdCluster::single();
     let dir = tempfile::tempdir().unwrap();
-    let enc = aesgcm_config(dir.path());
+    let enc = aesgcm_secrets_config(dir.path());
     let endpoints = etcd.endpoints().join(",");
     let server = AtrestServer::start(
         &atrest_bin(),
@@ -568,7 +547,7 @@ fn at_trace_level_no_key_token_or_secret_value_is_logged_and_loose_configs_are_w
     let enc = write(
         dir.path(),
         "enc.yaml",
-        &config("secrets", &[provider("aesgcm", "k1", KEY)]),
+        &config("secrets", &[provider("aesgcm", "k1", K_NEW)]),
     );
     // Readable by everyone: serve must warn (and still start, as kube-apiserver does).
     std::fs::set_permissions(&enc, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -635,7 +614,7 @@ fn at_trace_level_no_key_token_or_secret_value_is_logged_and_loose_configs_are_w
         "secrets",
         &[
             provider("aesgcm", "k2", second_key),
-            provider("aesgcm", "k1", KEY),
+            provider("aesgcm", "k1", K_NEW),
         ],
     );
     std::fs::write(&enc, rotated).unwrap();
@@ -727,7 +706,7 @@ fn at_trace_level_no_key_token_or_secret_value_is_logged_and_loose_configs_are_w
     }
 
     let canaries = [
-        ("key k1", KEY.to_string()),
+        ("key k1", K_NEW.to_string()),
         ("key k2", second_key.to_string()),
         ("admin token", token.clone()),
         ("wrong token", wrong_token.to_string()),
@@ -848,7 +827,7 @@ fn assert_clear_store_error(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_embedded_store_on_a_full_disk_and_a_read_only_data_dir_fails_clearly_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let enc = aesgcm_config(dir.path());
+    let enc = aesgcm_secrets_config(dir.path());
     let fs = SmallFilesystem::mount(&dir.path().join("mnt"), "16m");
     let data = fs.path.join("data");
     let port = atrest_testkit::free_port();

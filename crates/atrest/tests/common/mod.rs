@@ -174,3 +174,26 @@ pub fn tls_args(cluster: &EtcdCluster) -> Vec<String> {
 pub fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
+
+/// A configuration encrypting secrets with aesgcm under `K_NEW` (key name `k1`), written
+/// 0600 as `enc.yaml` in `dir`.
+pub fn aesgcm_secrets_config(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = write(
+        dir,
+        "enc.yaml",
+        &config("secrets", &[provider("aesgcm", "k1", K_NEW)]),
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// The events of a `kubectl get --watch --output-watch-events -o json` transcript so far; an
+/// event kubectl is still writing is left for the next read.
+pub fn watch_events(path: &Path) -> Vec<Value> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    serde_json::Deserializer::from_slice(&bytes)
+        .into_iter::<Value>()
+        .map_while(Result::ok)
+        .collect()
+}
