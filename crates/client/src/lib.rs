@@ -202,7 +202,11 @@ impl KubeClient {
         &self.server
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+    /// A TLS connection to the server with nothing sent on it yet: for tools that hold
+    /// connections open or write requests by hand (the exhaustion tests, load tools).
+    pub async fn open_tls(
+        &self,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ClientError> {
         let fail = |message: String| ClientError::Connection {
             server: self.server.clone(),
             message,
@@ -212,10 +216,54 @@ impl KubeClient {
             .await
             .map_err(|e| fail(format!("connecting: {e}")))?;
         let _ = tcp.set_nodelay(true);
-        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+        tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(self.server_name.clone(), tcp)
             .await
-            .map_err(|e| fail(format!("TLS handshake: {e}")))?;
+            .map_err(|e| fail(format!("TLS handshake: {e}")))
+    }
+
+    /// The head of an HTTP/1.1 request written by hand on [`open_tls`](Self::open_tls):
+    /// request line, `Host`, the credentials of the kubeconfig, and `Content-Length` when
+    /// given. It holds the bearer token: zeroized when dropped.
+    pub fn request_head(
+        &self,
+        method: &str,
+        path: &str,
+        content_length: Option<usize>,
+    ) -> Zeroizing<Vec<u8>> {
+        use std::fmt::Write as _;
+        let token_len = self.token.as_ref().map_or(0, |t| t.len());
+        // One allocation large enough for the whole head: no copy of the token is left
+        // behind by a reallocation.
+        let mut head = Zeroizing::new(String::with_capacity(
+            256 + method.len() + path.len() + self.authority.len() + token_len,
+        ));
+        let _ = write!(
+            head,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n",
+            self.authority
+        );
+        if let Some(token) = &self.token {
+            head.push_str("Authorization: Bearer ");
+            head.push_str(token.as_str());
+            head.push_str("\r\n");
+        }
+        if let Some(n) = content_length {
+            let _ = write!(
+                head,
+                "Content-Type: application/json\r\nContent-Length: {n}\r\n"
+            );
+        }
+        head.push_str("\r\n");
+        Zeroizing::new(std::mem::take(&mut *head).into_bytes())
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        let fail = |message: String| ClientError::Connection {
+            server: self.server.clone(),
+            message,
+        };
+        let tls = self.open_tls().await?;
         let (send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| fail(format!("HTTP handshake: {e}")))?;

@@ -16,13 +16,7 @@ use crate::status::{ApiError, Reason};
 
 /// Decodes a request body by its `Content-Type`.
 pub fn decode(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
-    let media = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match media.as_str() {
+    match media_type(content_type).as_str() {
         "application/vnd.kubernetes.protobuf" => codec::decode_protobuf(body)
             .map_err(|e| ApiError::bad_request(format!("decoding the protobuf body: {e}"))),
         "" | "application/json" | "*/*" => {
@@ -38,6 +32,29 @@ pub fn decode(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
         }
         other => Err(ApiError::unsupported_media_type(other)),
     }
+}
+
+/// The media type of a `Content-Type`, lower-cased, without parameters.
+fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Whether a body is protobuf (no JSON to look for duplicate fields in).
+pub fn is_protobuf(content_type: &str) -> bool {
+    media_type(content_type) == "application/vnd.kubernetes.protobuf"
+}
+
+/// Whether a PATCH body is a JSON merge or strategic merge patch (a partial object).
+pub fn is_merge_patch(content_type: &str) -> bool {
+    matches!(
+        PatchType::from_content_type(content_type),
+        Some(PatchType::MergePatch | PatchType::StrategicMergePatch)
+    )
 }
 
 /// Applies a PATCH body to the current object.
@@ -85,17 +102,106 @@ const METADATA_FIELDS: &[&str] = &[
     "managedFields",
 ];
 
-/// `fieldValidation=Strict` (kubectl's default): unknown fields of built-in kinds are a 400.
-/// `Warn`/`Ignore` accept them (they are dropped when the object is normalised).
+/// Fields a JSON document names twice in one object, as paths (`metadata.name`,
+/// `items[2].key`): serde keeps the last, upstream's strict decoding refuses them.
+pub fn duplicate_fields(json: &[u8]) -> Vec<String> {
+    use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+    struct Walk<'a> {
+        path: String,
+        found: &'a mut Vec<String>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let path = if self.path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{}.{key}", self.path)
+                };
+                if !seen.insert(key) {
+                    self.found.push(path.clone());
+                }
+                map.next_value_seed(Walk {
+                    path,
+                    found: &mut *self.found,
+                })?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0;
+            while seq
+                .next_element_seed(Walk {
+                    path: format!("{}[{i}]", self.path),
+                    found: &mut *self.found,
+                })?
+                .is_some()
+            {
+                i += 1;
+            }
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+
+    let mut found = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(json);
+    // A body that does not parse was refused by `decode` already.
+    let _ = Walk {
+        path: String::new(),
+        found: &mut found,
+    }
+    .deserialize(&mut de);
+    found
+}
+
+/// `fieldValidation=Strict` (kubectl's default): unknown fields of built-in kinds, and any
+/// field named twice (`duplicates`, from [`duplicate_fields`]), are a 400.
+/// `Warn`/`Ignore` accept them (unknown ones are dropped when the object is normalised).
 pub fn check_fields(
     res: &ResourceInfo,
     object: &Value,
     validation: FieldValidation,
+    duplicates: &[String],
 ) -> Result<(), ApiError> {
     if validation != FieldValidation::Strict {
         return Ok(());
     }
-    let mut unknown = Vec::new();
+    let mut unknown: Vec<String> = duplicates
+        .iter()
+        .map(|d| format!("duplicate field \"{d}\""))
+        .collect();
     // The fields each built-in kind has (upstream's strict decoding refuses the others).
     if let Some(fields) = res.model().fields() {
         for k in object.as_object().into_iter().flat_map(|o| o.keys()) {
@@ -272,10 +378,34 @@ mod tests {
         let secrets = registry.find("", "secrets").unwrap();
         let object =
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "spec": {}});
-        let e = check_fields(&secrets, &object, FieldValidation::Strict).unwrap_err();
+        let e = check_fields(&secrets, &object, FieldValidation::Strict, &[]).unwrap_err();
         assert_eq!(e.message, "strict decoding error: unknown field \"spec\"");
-        assert!(check_fields(&secrets, &object, FieldValidation::Lenient).is_ok());
+        assert!(check_fields(&secrets, &object, FieldValidation::Lenient, &[]).is_ok());
         // Custom resources are schema-less here: only metadata is checked.
-        assert!(check_fields(&crd("Namespaced"), &object, FieldValidation::Strict).is_ok());
+        assert!(check_fields(&crd("Namespaced"), &object, FieldValidation::Strict, &[]).is_ok());
+    }
+
+    #[test]
+    fn duplicate_fields_are_found_at_any_depth_and_named_by_path() {
+        let body = br#"{"kind":"Secret","metadata":{"name":"a","labels":{"x":"1","x":"2"},"name":"b"},"data":{},"items":[{"k":1},{"k":1,"k":2}],"kind":"Secret"}"#;
+        assert_eq!(
+            duplicate_fields(body),
+            ["metadata.labels.x", "metadata.name", "items[1].k", "kind"]
+        );
+        assert!(duplicate_fields(br#"{"a":{"a":{"a":1}},"b":[1,[2,{"c":null}]]}"#).is_empty());
+        // Not JSON: nothing (decoding has refused it already).
+        assert!(duplicate_fields(b"{\"a\":").is_empty());
+
+        let registry = crate::resources::Registry::builtin(crate::resources::StorageEncoding::Json);
+        let secrets = registry.find("", "secrets").unwrap();
+        let object = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}});
+        let dups = vec!["metadata.name".to_string()];
+        let e = check_fields(&secrets, &object, FieldValidation::Strict, &dups).unwrap_err();
+        assert_eq!((e.code, e.reason), (400, Reason::BadRequest));
+        assert_eq!(
+            e.message,
+            "strict decoding error: duplicate field \"metadata.name\""
+        );
+        assert!(check_fields(&secrets, &object, FieldValidation::Lenient, &dups).is_ok());
     }
 }

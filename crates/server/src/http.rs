@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited, StreamBody};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::pki_types::CertificateDer;
 use serde_json::Value;
@@ -23,6 +23,7 @@ use atrest_auth::authn::{is_public_path, AuthOutcome, Authenticator, UserInfo};
 use crate::api::{Accept, Api, Reply};
 use crate::authz;
 use crate::discovery;
+use crate::limits::{Activity, Gates, PAGE_LIMIT};
 use crate::request::{parse_path, Query, Target};
 use crate::status::{ApiError, Reason};
 
@@ -46,6 +47,8 @@ pub struct HttpServer {
     pub advertise: String,
     /// The status page under `/ui/` (its own login: browsers have no bearer token).
     pub ui: Option<Arc<atrest_web::StatusPage>>,
+    /// What one client can make the server hold (`--max-connections` and the like).
+    pub gates: Gates,
 }
 
 impl std::fmt::Debug for HttpServer {
@@ -118,6 +121,32 @@ fn error_response(e: &ApiError) -> Response<Body> {
     json_response(e.code, &e.to_status())
 }
 
+/// A 429 with the `Retry-After` that client-go and kubectl wait for before retrying.
+fn too_many_response(e: &ApiError) -> Response<Body> {
+    let mut response = error_response(e);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    response
+}
+
+/// Whether a request reads a whole collection at once: a list without a page `limit` (or
+/// one above [`PAGE_LIMIT`]), or a watch that begins with the current state.
+fn reads_whole_collection(verb: Option<crate::options::Verb>, query: &Query) -> bool {
+    use crate::options::Verb;
+    match verb {
+        Some(Verb::List) => query
+            .get("limit")
+            .and_then(|l| l.parse::<u64>().ok())
+            .is_none_or(|l| l == 0 || l > PAGE_LIMIT),
+        Some(Verb::Watch) => {
+            matches!(query.get("resourceVersion"), None | Some("0"))
+                || query.flag("sendInitialEvents")
+        }
+        _ => false,
+    }
+}
+
 impl HttpServer {
     /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
     /// finish (up to `grace`).
@@ -129,7 +158,7 @@ impl HttpServer {
         grace: Duration,
     ) {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -142,48 +171,112 @@ impl HttpServer {
                 },
                 _ = &mut shutdown => break,
             };
-            let acceptor = acceptor.clone();
-            let server = self.clone();
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                    .await
-                {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-                let peer_certs: Option<Arc<Vec<CertificateDer<'static>>>> = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
-                let service = hyper::service::service_fn(move |req| {
-                    let server = server.clone();
-                    let peer_certs = peer_certs.clone();
-                    async move {
-                        Ok::<_, Infallible>(
-                            server
-                                .handle(req, peer_certs.as_deref().map(Vec::as_slice))
-                                .await,
-                        )
-                    }
-                });
-                let builder = auto::Builder::new(TokioExecutor::new());
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                if let Err(e) = watcher.watch(conn.into_owned()).await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            });
+            let Some(slot) = self.gates.connection() else {
+                self.api.objects.metrics.inc(
+                    "atrest_refused_connections_total",
+                    "Connections closed on accept because --max-connections were open.",
+                    Vec::new(),
+                );
+                tracing::debug!(%peer, limit = self.gates.limits.max_connections, "connection refused: --max-connections reached");
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            tokio::spawn(self.clone().connection(
+                acceptor.clone(),
+                tcp,
+                peer,
+                slot,
+                stopped.clone(),
+            ));
         }
         drop(listener);
         self.api.stop_watches();
+        let _ = stop.send(true);
         tokio::select! {
-            _ = graceful.shutdown() => tracing::info!("all connections closed"),
+            _ = self.gates.all_connections_closed() => tracing::info!("all connections closed"),
             _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),
+        }
+    }
+
+    /// One connection: the TLS handshake (bounded), then HTTP/1.1 or HTTP/2 until the
+    /// client closes it, it stays idle past `--idle-connection-timeout-seconds`, or the server
+    /// stops; the last two end it gracefully (in-progress requests finish).
+    async fn connection(
+        self: Arc<Self>,
+        acceptor: tokio_rustls::TlsAcceptor,
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+        _slot: tokio::sync::OwnedSemaphorePermit,
+        mut stopped: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let limits = self.gates.limits;
+        let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake not finished within --tls-handshake-timeout-seconds");
+                return;
+            }
+        };
+        let peer_certs: Option<Arc<Vec<CertificateDer<'static>>>> = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
+        let activity = Activity::new();
+        let service = {
+            let activity = activity.clone();
+            hyper::service::service_fn(move |req| {
+                let server = self.clone();
+                let peer_certs = peer_certs.clone();
+                let in_use = activity.begin();
+                async move {
+                    let response = server
+                        .handle(req, peer_certs.as_deref().map(Vec::as_slice))
+                        .await;
+                    // The connection is in use until the response body has been sent.
+                    Ok::<_, Infallible>(response.map(|body| {
+                        body.map_frame(move |frame| {
+                            let _ = &in_use;
+                            frame
+                        })
+                        .boxed_unsync()
+                    }))
+                }
+            })
+        };
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.request_timeout);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+        tokio::pin!(conn);
+        let check_every = (limits.idle_timeout / 4).max(Duration::from_millis(100));
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                ended = conn.as_mut() => {
+                    if let Err(e) = ended {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = stopped.wait_for(|stop| *stop), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = tokio::time::sleep(check_every), if !closing => {
+                    if activity.idle_for() >= limits.idle_timeout {
+                        tracing::debug!(%peer, "closing a connection idle past --idle-connection-timeout-seconds");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+            }
         }
     }
 
@@ -354,26 +447,49 @@ impl HttpServer {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or(""),
                 );
-                let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
-                    .collect()
-                    .await
-                {
-                    Ok(b) => b.to_bytes(),
-                    Err(_) => {
-                        return error_response(&ApiError::too_large(
-                            "the request body is too large (limit 3 MiB)",
-                        ))
-                    }
+                // The body first: a client sending it slowly holds its connection and the
+                // bytes received, never a slot of the in-flight bound.
+                let (body, _body_room) = match self.read_body(req.into_body()).await {
+                    Ok(b) => b,
+                    Err(e) if e.reason == Reason::TooManyRequests => return too_many_response(&e),
+                    Err(e) => return error_response(&e),
                 };
-                match self
+                let verb = crate::options::Verb::of(&method, rp.name.is_some(), &query);
+                // Watches have their own bound (they stay open); reads of a whole
+                // collection take turns; everything else counts against the in-flight bound.
+                let mut turn = None;
+                let mut watch_slot = None;
+                let mut request_slot = None;
+                let slots = match verb {
+                    Some(crate::options::Verb::Watch) => self.gates.watch().map(|w| {
+                        watch_slot = Some(w);
+                    }),
+                    _ => self.gates.request().map(|r| request_slot = Some(r)),
+                };
+                if let Err(e) = slots {
+                    return too_many_response(&e);
+                }
+                if reads_whole_collection(verb, &query) {
+                    match self.gates.unpaged_list().await {
+                        Ok(t) => turn = Some(t),
+                        Err(e) => return too_many_response(&e),
+                    }
+                }
+                let reply = self
                     .api
                     .handle(&method, &rp, &query, &content_type, accept, body)
-                    .await
-                {
+                    .await;
+                drop(turn);
+                drop(request_slot);
+                match reply {
                     Ok(Reply::Json(code, v)) if accept.protobuf => object_response(code, &v),
                     Ok(Reply::Json(code, v)) => json_response(code, &v),
                     Ok(Reply::Stream(events)) => {
-                        let frames = events.map(|b| Ok::<_, std::io::Error>(Frame::data(b)));
+                        // The watch's slot is held until its stream ends.
+                        let frames = events.map(move |b| {
+                            let _ = &watch_slot;
+                            Ok::<_, std::io::Error>(Frame::data(b))
+                        });
                         Response::builder()
                             .status(200)
                             .header(header::CONTENT_TYPE, "application/json")
@@ -384,6 +500,45 @@ impl HttpServer {
                     Err(e) => error_response(&e),
                 }
             }
+        }
+    }
+
+    /// The request body, at most 3 MiB, received within `--request-timeout-seconds`, and its room
+    /// under `--max-request-body-mib-in-flight` (held until the request is answered).
+    async fn read_body(
+        &self,
+        mut body: Incoming,
+    ) -> Result<(Bytes, Vec<tokio::sync::OwnedSemaphorePermit>), ApiError> {
+        let limits = self.gates.limits;
+        let receive = async {
+            let mut buf = bytes::BytesMut::new();
+            let mut room = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame
+                    .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers carry nothing the API reads
+                };
+                if buf.len() + data.len() > MAX_BODY_BYTES {
+                    return Err(ApiError::too_large(
+                        "the request body is too large (limit 3 MiB)",
+                    ));
+                }
+                room.extend(self.gates.body_bytes(data.len())?);
+                buf.extend_from_slice(&data);
+            }
+            Ok((buf.freeze(), room))
+        };
+        match tokio::time::timeout(limits.request_timeout, receive).await {
+            Ok(result) => result,
+            Err(_) => Err(ApiError::new(
+                408,
+                Reason::Timeout,
+                format!(
+                    "the request body was not received within {} s (--request-timeout-seconds)",
+                    limits.request_timeout.as_secs()
+                ),
+            )),
         }
     }
 

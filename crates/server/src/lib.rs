@@ -14,6 +14,7 @@ pub mod bodies;
 pub mod defaults;
 pub mod discovery;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod migration;
 pub mod objects;

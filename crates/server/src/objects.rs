@@ -341,6 +341,8 @@ impl ObjectStore {
                 Ok(o) => items.push(o),
                 Err(u) => failures.push(u),
             }
+            // Decoding a whole collection must not keep other requests waiting.
+            tokio::task::consume_budget().await;
         }
         Ok(ListPage {
             items,

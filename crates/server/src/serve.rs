@@ -53,6 +53,8 @@ pub struct ServeOptions {
     pub kms_lifecycle: KmsLifecycle,
     /// Leave the KMS check out of `/readyz` (it stays in `/healthz`).
     pub readyz_exclude_kms: bool,
+    /// Connections, idle time, request bodies, requests in flight, watches, unpaged lists.
+    pub limits: crate::limits::ServingLimits,
 }
 
 fn generate_config(path: &Path) -> Result<(), String> {
@@ -317,6 +319,7 @@ pub async fn run(
         },
         advertise: addr.to_string(),
         ui: Some(ui),
+        gates: crate::limits::Gates::new(options.limits),
     });
     tracing::info!(%url, kubeconfig = %kubeconfig_path.display(), config = %config_path.display(), "serving");
     eprintln!(

@@ -18,6 +18,8 @@ pub enum Reason {
     UnsupportedMediaType,
     InternalError,
     ServiceUnavailable,
+    TooManyRequests,
+    Timeout,
 }
 
 impl Reason {
@@ -37,6 +39,8 @@ impl Reason {
             Reason::UnsupportedMediaType => "UnsupportedMediaType",
             Reason::InternalError => "InternalError",
             Reason::ServiceUnavailable => "ServiceUnavailable",
+            Reason::TooManyRequests => "TooManyRequests",
+            Reason::Timeout => "Timeout",
         }
     }
 
@@ -55,12 +59,14 @@ impl Reason {
             Reason::UnsupportedMediaType => 415,
             Reason::InternalError => 500,
             Reason::ServiceUnavailable => 503,
+            Reason::TooManyRequests => 429,
+            Reason::Timeout => 504,
         }
     }
 
     /// The reason named by a `Status` object's `reason` field, if it is one of these.
     pub fn parse(text: &str) -> Option<Reason> {
-        const ALL: [Reason; 13] = [
+        const ALL: [Reason; 15] = [
             Reason::BadRequest,
             Reason::Unauthorized,
             Reason::Forbidden,
@@ -74,6 +80,8 @@ impl Reason {
             Reason::UnsupportedMediaType,
             Reason::InternalError,
             Reason::ServiceUnavailable,
+            Reason::TooManyRequests,
+            Reason::Timeout,
         ];
         ALL.into_iter().find(|r| r.as_str() == text)
     }

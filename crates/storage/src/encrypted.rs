@@ -823,6 +823,9 @@ async fn open_batch(
             }),
         };
         entries.push(entry);
+        // Decrypting a large page is CPU work with no await that yields: give the other
+        // requests on this worker their turn (tokio's cooperative budget).
+        tokio::task::consume_budget().await;
     }
     entries
 }

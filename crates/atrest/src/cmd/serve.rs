@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use atrest_server::limits::ServingLimits;
 use atrest_server::resources::StorageEncoding;
 use atrest_server::serve::{run, ServeOptions};
 use clap::{Args, ValueEnum};
@@ -85,6 +86,58 @@ pub struct ServeArgs {
     kms_unhealthy_poll: u64,
     #[command(flatten)]
     gates: FeatureGateArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// What one client can make the server hold. Past a bound the server answers 429
+/// TooManyRequests with Retry-After (clients retry by themselves) or closes the connection.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Limits")]
+struct LimitArgs {
+    /// Open connections at most; past it new connections are closed at once.
+    #[arg(long = "max-connections", default_value_t = ServingLimits::default().max_connections)]
+    max_connections: usize,
+    /// Seconds a client has to finish the TLS handshake.
+    #[arg(long = "tls-handshake-timeout-seconds", default_value_t = ServingLimits::default().handshake_timeout.as_secs())]
+    handshake_timeout: u64,
+    /// Seconds a connection may stay open with no request in progress (kube-apiserver: 90).
+    #[arg(long = "idle-connection-timeout-seconds", default_value_t = ServingLimits::default().idle_timeout.as_secs())]
+    idle_timeout: u64,
+    /// Seconds a client has to send a request's headers and body; also how long a list of
+    /// a whole collection waits for its turn.
+    #[arg(long = "request-timeout-seconds", default_value_t = ServingLimits::default().request_timeout.as_secs())]
+    request_timeout: u64,
+    /// MiB of request bodies being received or handled at once, across all clients (each
+    /// body is at most 3 MiB).
+    #[arg(long = "max-request-body-mib-in-flight", default_value_t = ServingLimits::default().max_body_bytes_in_flight / (1024 * 1024))]
+    max_body_mib: usize,
+    /// Requests other than watches in progress at once (kube-apiserver's flag and default).
+    #[arg(long = "max-requests-inflight", default_value_t = ServingLimits::default().max_requests_inflight)]
+    max_requests_inflight: usize,
+    /// Open watches at most.
+    #[arg(long = "max-watches", default_value_t = ServingLimits::default().max_watches)]
+    max_watches: usize,
+    /// Lists of a whole collection (no limit, or one above 500) and watches that start
+    /// with every object, served at once; more wait their turn.
+    #[arg(long = "max-unpaged-lists-inflight", default_value_t = ServingLimits::default().max_unpaged_lists)]
+    max_unpaged_lists: usize,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> ServingLimits {
+        let secs = |s: u64| Duration::from_secs(s.max(1));
+        ServingLimits {
+            max_connections: self.max_connections.max(1),
+            handshake_timeout: secs(self.handshake_timeout),
+            idle_timeout: secs(self.idle_timeout),
+            request_timeout: secs(self.request_timeout),
+            max_body_bytes_in_flight: self.max_body_mib.max(3).saturating_mul(1024 * 1024),
+            max_requests_inflight: self.max_requests_inflight.max(1),
+            max_watches: self.max_watches.max(1),
+            max_unpaged_lists: self.max_unpaged_lists.max(1),
+        }
+    }
 }
 
 pub fn serve(args: ServeArgs) -> CmdResult {
@@ -104,6 +157,17 @@ pub fn serve(args: ServeArgs) -> CmdResult {
                  keys; chmod 600 it"
             );
         }
+    }
+    // Every connection and watch is a file descriptor: raise the soft limit to the hard
+    // one, as kube-apiserver's runtime does, so --max-connections is the bound that holds.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if (n as usize) < args.limits.max_connections + 256 => tracing::warn!(
+            open_files = n,
+            max_connections = args.limits.max_connections,
+            "the open-file limit is below --max-connections: connections past it fail on accept"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
     let options = ServeOptions {
         data_dir: args.store.data_dir.clone(),
@@ -129,6 +193,7 @@ pub fn serve(args: ServeArgs) -> CmdResult {
             unhealthy_poll: Duration::from_secs(args.kms_unhealthy_poll.max(1)),
         },
         readyz_exclude_kms: args.readyz_exclude_kms,
+        limits: args.limits.limits(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

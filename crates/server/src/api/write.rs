@@ -8,7 +8,7 @@ use super::{Api, GENERATE_NAME_RETRIES, PATCH_RETRIES};
 use crate::bodies;
 use crate::defaults;
 use crate::objects::{object_name, set_resource_version, StoredObject};
-use crate::options::WriteOptions;
+use crate::options::{FieldValidation, WriteOptions};
 use crate::request::ResourcePath;
 use crate::resources::{Builtin, ResourceInfo};
 use crate::status::{ApiError, Reason};
@@ -164,10 +164,17 @@ impl Api {
         body: &[u8],
     ) -> Result<Value, ApiError> {
         let mut last_conflict = None;
+        // A merge patch names object fields: one named twice is refused as in a create.
+        let duplicates = match options.field_validation {
+            FieldValidation::Strict if bodies::is_merge_patch(content_type) => {
+                bodies::duplicate_fields(body)
+            }
+            _ => Vec::new(),
+        };
         for _ in 0..PATCH_RETRIES {
             let existing = self.existing(res, path.namespace.as_deref(), name).await?;
             let mut patched = bodies::apply_patch(res, content_type, &existing.object, body)?;
-            check_object(&mut patched, res, path, options)?;
+            check_object(&mut patched, res, path, options, &duplicates)?;
             if object_name(&patched) != name {
                 return Err(ApiError::bad_request("the patch changes the object's name"));
             }
@@ -195,7 +202,14 @@ fn request_object(
     body: &[u8],
 ) -> Result<Value, ApiError> {
     let mut object = bodies::decode(content_type, body)?;
-    check_object(&mut object, res, path, options)?;
+    // Duplicates are only visible in the bytes (a decoded object keeps the last).
+    let duplicates = match options.field_validation {
+        FieldValidation::Strict if !bodies::is_protobuf(content_type) => {
+            bodies::duplicate_fields(body)
+        }
+        _ => Vec::new(),
+    };
+    check_object(&mut object, res, path, options, &duplicates)?;
     Ok(object)
 }
 
@@ -205,9 +219,10 @@ fn check_object(
     res: &ResourceInfo,
     path: &ResourcePath,
     options: WriteOptions,
+    duplicates: &[String],
 ) -> Result<(), ApiError> {
     defaults::check_type(object, res, &path.version)?;
-    bodies::check_fields(res, object, options.field_validation)?;
+    bodies::check_fields(res, object, options.field_validation, duplicates)?;
     defaults::check_namespace(object, res, path.namespace.as_deref())
 }
 
