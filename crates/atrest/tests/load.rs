@@ -432,12 +432,18 @@ async fn mixed_load(store_args: &[&str], what: &str) {
         "figure: mixed load on {what}: {} clients for {elapsed:.0?}: {total} requests \
          ({:.0}/s) {operations:?}, 0 unexpected errors; final objects equal the clients' \
          records; {NAMESPACES} watches delivered {events_total} events, 0 missed, 0 \
-         duplicated, in order; RSS {} MiB at start, peak {} MiB, {} MiB at the end",
+         duplicated, in order; RSS {} MiB at start, peak {} MiB, {} MiB at the end; \
+         every 10 s: {:?} MiB",
         NAMESPACES * CLIENTS_PER_NAMESPACE,
         total as f64 / elapsed.as_secs_f64(),
         rss_start / 1024,
         rss_peak / 1024,
-        rss_end / 1024
+        rss_end / 1024,
+        rss_samples
+            .iter()
+            .step_by(10)
+            .map(|kib| kib / 1024)
+            .collect::<Vec<_>>()
     );
 }
 

@@ -81,8 +81,9 @@ pub enum EnableProvider {
     Kms,
 }
 
+/// Where kube-apiserver runs on this node, and how to reach it.
 #[derive(Debug, Args)]
-pub struct EnableArgs {
+struct NodeArgs {
     /// kube-apiserver's static-pod manifest.
     #[arg(
         long,
@@ -90,6 +91,25 @@ pub struct EnableArgs {
         value_name = "FILE"
     )]
     manifest: PathBuf,
+    /// Kubeconfig to reach kube-apiserver with (default /etc/kubernetes/admin.conf if it
+    /// exists, else $KUBECONFIG).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+}
+
+/// Where the manifest's original is kept.
+#[derive(Debug, Args)]
+struct BackupArgs {
+    /// Where the original manifest is backed up (default: atrest-backup beside the manifests
+    /// directory; never inside it, where kubelet would run it as a second pod).
+    #[arg(long, value_name = "DIR")]
+    backup_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EnableArgs {
+    #[command(flatten)]
+    node: NodeArgs,
     /// The write provider of the new configuration.
     #[arg(long, value_enum, default_value = "secretbox")]
     provider: EnableProvider,
@@ -107,14 +127,8 @@ pub struct EnableArgs {
     /// the same path.
     #[arg(long, default_value = "/etc/kubernetes/enc", value_name = "DIR")]
     config_dir: PathBuf,
-    /// Kubeconfig to reach kube-apiserver with (default /etc/kubernetes/admin.conf if it
-    /// exists, else $KUBECONFIG).
-    #[arg(long, value_name = "FILE")]
-    kubeconfig: Option<PathBuf>,
-    /// Where the original manifest is backed up (default: atrest-backup beside the manifests
-    /// directory; never inside it, where kubelet would run it as a second pod).
-    #[arg(long, value_name = "DIR")]
-    backup_dir: Option<PathBuf>,
+    #[command(flatten)]
+    backup: BackupArgs,
     /// How long to wait for the restarted kube-apiserver, in seconds.
     #[arg(long, default_value = "300", value_name = "SECONDS")]
     timeout: u64,
@@ -125,21 +139,10 @@ pub struct EnableArgs {
 
 #[derive(Debug, Args)]
 pub struct DisableArgs {
-    /// kube-apiserver's static-pod manifest.
-    #[arg(
-        long,
-        default_value = "/etc/kubernetes/manifests/kube-apiserver.yaml",
-        value_name = "FILE"
-    )]
-    manifest: PathBuf,
-    /// Kubeconfig to reach kube-apiserver with (default /etc/kubernetes/admin.conf if it
-    /// exists, else $KUBECONFIG).
-    #[arg(long, value_name = "FILE")]
-    kubeconfig: Option<PathBuf>,
-    /// Where the original manifest is backed up (default: atrest-backup beside the manifests
-    /// directory; never inside it, where kubelet would run it as a second pod).
-    #[arg(long, value_name = "DIR")]
-    backup_dir: Option<PathBuf>,
+    #[command(flatten)]
+    node: NodeArgs,
+    #[command(flatten)]
+    backup: BackupArgs,
     /// How long to wait for kube-apiserver at each step, in seconds.
     #[arg(long, default_value = "300", value_name = "SECONDS")]
     timeout: u64,
@@ -150,17 +153,8 @@ pub struct DisableArgs {
 
 #[derive(Debug, Args)]
 pub struct ClusterRotateArgs {
-    /// kube-apiserver's static-pod manifest.
-    #[arg(
-        long,
-        default_value = "/etc/kubernetes/manifests/kube-apiserver.yaml",
-        value_name = "FILE"
-    )]
-    manifest: PathBuf,
-    /// Kubeconfig to reach kube-apiserver with (default /etc/kubernetes/admin.conf if it
-    /// exists, else $KUBECONFIG).
-    #[arg(long, value_name = "FILE")]
-    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    node: NodeArgs,
     /// The new key's provider (default: the one that writes now).
     #[arg(long, value_parser = ["secretbox", "aesgcm", "aescbc"])]
     provider: Option<String>,
@@ -321,7 +315,7 @@ fn after_restart(manifest: &Path, config: &Path, backup: &Path, what: &str) -> F
 }
 
 fn enable(args: EnableArgs) -> CmdResult {
-    let manifest_path = args.manifest.clone();
+    let manifest_path = args.node.manifest.clone();
     let original = std::fs::read_to_string(&manifest_path).map_err(|e| {
         Failure::Error(format!(
             "{}: cannot read the manifest: {e}",
@@ -354,7 +348,7 @@ fn enable(args: EnableArgs) -> CmdResult {
     }
     // Everything that can be checked before a change is checked first.
     let etcd = manifest.etcd()?;
-    let kubeconfig = kubeconfig(&args.kubeconfig)?;
+    let kubeconfig = kubeconfig(&args.node.kubeconfig)?;
     let client = atrest_client::KubeClient::from_kubeconfig(&kubeconfig)
         .map_err(|e| Failure::Error(format!("{}: {e}", kubeconfig.display())))?;
     if !args.config_dir.is_absolute() {
@@ -446,7 +440,7 @@ fn enable(args: EnableArgs) -> CmdResult {
     let undo_config = || {
         let _ = std::fs::remove_file(&config_path);
     };
-    let backup = match backup_manifest(&args.backup_dir, &manifest_path, &original) {
+    let backup = match backup_manifest(&args.backup.backup_dir, &manifest_path, &original) {
         Ok(b) => b,
         Err(e) => {
             undo_config();
@@ -705,7 +699,7 @@ async fn wait_for_config(
 
 fn disable(args: DisableArgs) -> CmdResult {
     use atrest_ops::rotate::edit::Document;
-    let manifest_path = args.manifest.clone();
+    let manifest_path = args.node.manifest.clone();
     let m = manifest_path.display().to_string();
     let original = std::fs::read_to_string(&manifest_path)
         .map_err(|e| Failure::Error(format!("{m}: cannot read the manifest: {e}")))?;
@@ -740,7 +734,7 @@ fn disable(args: DisableArgs) -> CmdResult {
         .ok_or_else(|| Failure::Error(format!("{m}: --{CONFIG_FLAG} is empty; nothing changed")))?;
     let etcd = manifest.etcd()?;
     let disabled = edit::disable(&original, &manifest_path)?;
-    let kubeconfig = kubeconfig(&args.kubeconfig)?;
+    let kubeconfig = kubeconfig(&args.node.kubeconfig)?;
     let client = atrest_client::KubeClient::from_kubeconfig(&kubeconfig)
         .map_err(|e| Failure::Error(format!("{}: {e}", kubeconfig.display())))?;
     let config_name = config_path.display().to_string();
@@ -850,12 +844,13 @@ fn disable(args: DisableArgs) -> CmdResult {
         }
 
         // 3. The manifest without the flags, mount and volume.
-        let backup = backup_manifest(&args.backup_dir, &manifest_path, &original).map_err(|e| {
-            Failure::Error(format!(
-                "backing up the manifest: {e}\n  state: every object is in plain text; the \
+        let backup =
+            backup_manifest(&args.backup.backup_dir, &manifest_path, &original).map_err(|e| {
+                Failure::Error(format!(
+                    "backing up the manifest: {e}\n  state: every object is in plain text; the \
                  manifest is unchanged.\n  continue with: {rerun}"
-            ))
-        })?;
+                ))
+            })?;
         say(
             &args,
             &format!("backed up the manifest to {}", backup.display()),
@@ -930,10 +925,10 @@ fn disable(args: DisableArgs) -> CmdResult {
 }
 
 fn rotate(args: ClusterRotateArgs) -> CmdResult {
-    let m = args.manifest.display().to_string();
-    let text = std::fs::read_to_string(&args.manifest)
+    let m = args.node.manifest.display().to_string();
+    let text = std::fs::read_to_string(&args.node.manifest)
         .map_err(|e| Failure::Error(format!("{m}: cannot read the manifest: {e}")))?;
-    let manifest = ApiServerManifest::parse(&text, &args.manifest)?;
+    let manifest = ApiServerManifest::parse(&text, &args.node.manifest)?;
     if manifest.flag(CONFIG_FLAG).is_none() {
         return Err(Failure::Error(format!(
             "{m}: no --{CONFIG_FLAG}: encryption at rest is not enabled, there is no key to \
@@ -952,9 +947,9 @@ fn rotate(args: ClusterRotateArgs) -> CmdResult {
         .encryption_provider_config()?
         .ok_or_else(|| Failure::Error(format!("{m}: --{CONFIG_FLAG} is empty; nothing changed")))?;
     let etcd = manifest.etcd()?;
-    let kubeconfig = kubeconfig(&args.kubeconfig)?;
+    let kubeconfig = kubeconfig(&args.node.kubeconfig)?;
     super::rotate::run(super::rotate::RotateArgs::for_manifest(
-        args.manifest.clone(),
+        args.node.manifest.clone(),
         kubeconfig,
         args.provider.clone(),
         args.resources.clone(),
