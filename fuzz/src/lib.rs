@@ -6,15 +6,10 @@
 //! and the corpus replay test.
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use atrest_encryption::config::KmsConfig;
-use atrest_encryption::kms::{
-    KmsConnector, KmsEncryptResponse, KmsError, KmsStatus, KmsV1Service, KmsV2Service,
-};
+use atrest_encryption::upstream_mock::Base64Kms;
 use atrest_encryption::{EncryptionConfig, GroupResource, ParseOptions, ProviderChain};
-use base64::Engine as _;
 use serde_json::Value;
 
 /// Every target, by the name of its binary and corpus directory.
@@ -55,7 +50,7 @@ fn vectors_chain() -> &'static ProviderChain {
             ParseOptions::default(),
         )
         .expect("the vectors' configuration is valid");
-        ProviderChain::build(&config, &Base64Kms).expect("static providers build")
+        ProviderChain::build(&config, &Base64Kms::connector()).expect("static providers build")
     })
 }
 
@@ -88,80 +83,6 @@ pub fn envelope(data: &[u8]) {
     });
 }
 
-/// Upstream's KMS v2 test plugin: base64 "wrapping", key id "1".
-#[derive(Debug)]
-struct Base64Kms;
-
-#[async_trait::async_trait]
-impl KmsV2Service for Base64Kms {
-    async fn status(&self) -> Result<KmsStatus, KmsError> {
-        Ok(KmsStatus {
-            version: "v2beta1".into(),
-            healthz: "ok".into(),
-            key_id: "1".into(),
-        })
-    }
-
-    async fn encrypt(&self, _uid: &str, plaintext: &[u8]) -> Result<KmsEncryptResponse, KmsError> {
-        let mut annotations = BTreeMap::new();
-        annotations.insert(
-            "local-kek.kms.kubernetes.io".to_string(),
-            b"encrypted-local-kek".to_vec(),
-        );
-        Ok(KmsEncryptResponse {
-            ciphertext: base64::engine::general_purpose::STANDARD
-                .encode(plaintext)
-                .into_bytes(),
-            key_id: "1".into(),
-            annotations,
-        })
-    }
-
-    async fn decrypt(
-        &self,
-        _uid: &str,
-        _key_id: &str,
-        ciphertext: &[u8],
-        _annotations: &BTreeMap<String, Vec<u8>>,
-    ) -> Result<Vec<u8>, KmsError> {
-        base64::engine::general_purpose::STANDARD
-            .decode(ciphertext)
-            .map_err(|e| KmsError::Rpc {
-                name: "base64".into(),
-                code: "InvalidArgument".into(),
-                message: e.to_string(),
-            })
-    }
-}
-
-#[async_trait::async_trait]
-impl KmsV1Service for Base64Kms {
-    async fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, KmsError> {
-        Ok(base64::engine::general_purpose::STANDARD
-            .encode(plaintext)
-            .into_bytes())
-    }
-
-    async fn decrypt(&self, ciphertext: &[u8]) -> Result<Vec<u8>, KmsError> {
-        base64::engine::general_purpose::STANDARD
-            .decode(ciphertext)
-            .map_err(|e| KmsError::Rpc {
-                name: "base64".into(),
-                code: "InvalidArgument".into(),
-                message: e.to_string(),
-            })
-    }
-}
-
-impl KmsConnector for Base64Kms {
-    fn connect_v2(&self, _config: &KmsConfig) -> Result<Arc<dyn KmsV2Service>, KmsError> {
-        Ok(Arc::new(Base64Kms))
-    }
-    fn connect_v1(&self, _config: &KmsConfig) -> Result<Arc<dyn KmsV1Service>, KmsError> {
-        Ok(Arc::new(Base64Kms))
-    }
-}
-
 /// The configuration and storage key upstream's KMS v2 fixture was written with.
 const KMS_CONFIG: &str = "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - kms: {apiVersion: v2, name: kms-provider, endpoint: unix:///@kms-provider.sock}\n";
 const KMS_KEY: &[u8] = b"/43da1478-5e9c-4ef3-a92a-2b19d540c8a5/registry/secrets/kms-v2-legacy-data/dek-source-hkdf-sha256-xnonce-aes-gcm-seed";
@@ -173,7 +94,7 @@ fn kms_chain() -> &'static ProviderChain {
         let config =
             EncryptionConfig::parse(KMS_CONFIG.as_bytes(), "kms.yaml", ParseOptions::default())
                 .expect("the KMS configuration is valid");
-        ProviderChain::build(&config, &Base64Kms).expect("the KMS chain builds")
+        ProviderChain::build(&config, &Base64Kms::connector()).expect("the KMS chain builds")
     })
 }
 
@@ -196,7 +117,7 @@ pub fn config(data: &[u8]) {
         ..ParseOptions::default()
     };
     if let Ok(config) = EncryptionConfig::parse(data, "fuzz.yaml", options) {
-        let _ = ProviderChain::build(&config, &Base64Kms);
+        let _ = ProviderChain::build(&config, &Base64Kms::connector());
     }
 }
 

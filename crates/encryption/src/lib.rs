@@ -15,6 +15,8 @@ mod key;
 pub mod kms;
 mod provider;
 mod resource;
+#[cfg(feature = "upstream-mock")]
+pub mod upstream_mock;
 
 pub use chain::{Decrypted, Encrypted, ProviderChain, ResourceTransformer};
 pub use config::{ConfigError, EncryptionConfig, FieldError, ParseOptions};
