@@ -1330,6 +1330,22 @@ pub fn apply(
     Ok((merged, managers))
 }
 
+/// The configuration of an apply patch (`application/apply-patch+yaml`: YAML or JSON),
+/// which must be an object. Errors name the position, never the content.
+pub fn parse_apply_config(body: &[u8]) -> Result<Value, String> {
+    let text = std::str::from_utf8(body).map_err(|e| format!("the apply patch is not UTF-8: {e}"))?;
+    let mut options = serde_saphyr::options::Options::default();
+    options.with_snippet = false;
+    options.duplicate_keys = serde_saphyr::options::DuplicateKeyPolicy::Error;
+    let value: Value = serde_saphyr::from_str_with_options(text, options)
+        .map_err(|e| format!("error decoding YAML: {e}"))?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err("the apply patch must be a YAML or JSON object".to_string())
+    }
+}
+
 /// Sets `object`'s `metadata.managedFields` to `managers` (removed when empty).
 pub fn set_managed_fields(object: &mut Value, managers: &Managers) {
     let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
@@ -1691,6 +1707,17 @@ mod tests {
                 .is_err()
         );
         assert!(FieldSet::from_fields_v1(&json!({"x:y": {}})).is_err());
+    }
+
+    #[test]
+    fn apply_configs_are_yaml_or_json() {
+        let v = parse_apply_config(b"apiVersion: v1\nkind: ConfigMap\ndata:\n  a: \"1\"\n").unwrap();
+        assert_eq!(v["data"]["a"], "1");
+        let v = parse_apply_config(br#"{"apiVersion":"v1","kind":"Secret"}"#).unwrap();
+        assert_eq!(v["kind"], "Secret");
+        assert!(parse_apply_config(b"- a\n- b\n").is_err());
+        assert!(parse_apply_config(b"a: 1\na: 2\n").is_err());
+        assert!(parse_apply_config(b"a: [").is_err());
     }
 
     #[test]

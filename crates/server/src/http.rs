@@ -354,6 +354,15 @@ impl HttpServer {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or(""),
                 );
+                let user_agent = req
+                    .headers()
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let writer = crate::api::Writer {
+                    user_agent: &user_agent,
+                };
                 let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
                     .collect()
                     .await
@@ -367,7 +376,7 @@ impl HttpServer {
                 };
                 match self
                     .api
-                    .handle(&method, &rp, &query, &content_type, accept, body)
+                    .handle(&method, &rp, &query, &content_type, accept, &writer, body)
                     .await
                 {
                     Ok(Reply::Json(code, v)) if accept.protobuf => object_response(code, &v),
