@@ -1333,7 +1333,8 @@ pub fn apply(
 /// The configuration of an apply patch (`application/apply-patch+yaml`: YAML or JSON),
 /// which must be an object. Errors name the position, never the content.
 pub fn parse_apply_config(body: &[u8]) -> Result<Value, String> {
-    let text = std::str::from_utf8(body).map_err(|e| format!("the apply patch is not UTF-8: {e}"))?;
+    let text =
+        std::str::from_utf8(body).map_err(|e| format!("the apply patch is not UTF-8: {e}"))?;
     let mut options = serde_saphyr::options::Options::default();
     options.with_snippet = false;
     options.duplicate_keys = serde_saphyr::options::DuplicateKeyPolicy::Error;
@@ -1711,7 +1712,8 @@ mod tests {
 
     #[test]
     fn apply_configs_are_yaml_or_json() {
-        let v = parse_apply_config(b"apiVersion: v1\nkind: ConfigMap\ndata:\n  a: \"1\"\n").unwrap();
+        let v =
+            parse_apply_config(b"apiVersion: v1\nkind: ConfigMap\ndata:\n  a: \"1\"\n").unwrap();
         assert_eq!(v["data"]["a"], "1");
         let v = parse_apply_config(br#"{"apiVersion":"v1","kind":"Secret"}"#).unwrap();
         assert_eq!(v["kind"], "Secret");
