@@ -172,6 +172,7 @@ impl Api {
 
     /// Dispatches one resource request: the verb, its options parsed once from the query,
     /// then the read, watch, write or delete module.
+    #[allow(clippy::too_many_arguments)]
     pub async fn handle(
         self: &Arc<Self>,
         method: &http::Method,

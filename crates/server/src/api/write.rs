@@ -96,7 +96,6 @@ impl Api {
             return Ok(object);
         }
         // A generated name that is taken is generated again, as kube-apiserver does.
-        let mut object = object;
         let mut attempts = 0;
         let created = loop {
             match self
