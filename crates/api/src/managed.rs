@@ -1732,3 +1732,57 @@ mod tests {
         assert_eq!(manager_from_user_agent(&"x".repeat(300)).len(), 128);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    fn element() -> impl Strategy<Value = PathElement> {
+        prop_oneof![
+            "[a-c]{1,2}".prop_map(PathElement::Field),
+            "[a-c]".prop_map(|v| PathElement::Value(Value::String(v))),
+            "[a-c]".prop_map(|k| PathElement::Key(vec![("uid".into(), Value::String(k))])),
+            (0usize..3).prop_map(PathElement::Index),
+        ]
+    }
+
+    fn set() -> impl Strategy<Value = FieldSet> {
+        prop::collection::vec(prop::collection::vec(element(), 1..4), 0..8).prop_map(|paths| {
+            let mut s = FieldSet::new();
+            for p in paths {
+                s.insert(&p);
+            }
+            s
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn fields_v1_round_trips(a in set()) {
+            let text = a.to_fields_v1();
+            prop_assert_eq!(FieldSet::from_fields_v1(&text).unwrap(), a);
+        }
+
+        #[test]
+        fn set_algebra(a in set(), b in set()) {
+            let u = a.union(&b);
+            for p in a.paths().iter().chain(b.paths().iter()) {
+                prop_assert!(u.has(p));
+            }
+            let d = a.difference(&b);
+            for p in d.paths() {
+                prop_assert!(a.has(&p) && !b.has(&p));
+            }
+            let i = a.intersection(&b);
+            for p in i.paths() {
+                prop_assert!(a.has(&p) && b.has(&p));
+            }
+            prop_assert_eq!(u.difference(&b), d);
+            for p in a.recursive_difference(&b).paths() {
+                prop_assert!((1..=p.len()).all(|n| !b.has(&p[..n])));
+            }
+        }
+    }
+}
