@@ -1232,16 +1232,62 @@ pub fn update(ctx: &Context<'_>, managers: &Managers, live: &Value, new: &Value)
     managers
 }
 
+/// Why an apply failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// Other managers own fields the configuration sets to other values (409).
+    #[error("{0}")]
+    Conflicts(Conflicts),
+    /// The configuration lists one item of a set or keyed list twice (upstream refuses it).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl std::error::Error for Conflicts {}
+
+/// The first item of a set or keyed list that `value` holds twice.
+fn duplicate_item(schema: &Schema, value: &Value, path: &mut Vec<PathElement>) -> Option<String> {
+    match (schema.shape(Some(value)), value) {
+        (Shape::Map, Value::Object(map)) => map.iter().find_map(|(key, child)| {
+            path.push(PathElement::Field(key.clone()));
+            let found = duplicate_item(&schema.field(key).0, child, path);
+            path.pop();
+            found
+        }),
+        (Shape::List(keys), Value::Array(_)) => {
+            let item_schema = keys.map_or(Schema::Atomic, |(_, s)| s.clone());
+            list_items(keys.map(|(k, _)| k), Some(value))
+                .into_iter()
+                .find_map(|(pe, items)| {
+                    path.push(pe);
+                    let found = if items.len() > 1 {
+                        Some(path_string(path))
+                    } else {
+                        duplicate_item(&item_schema, items[0], path)
+                    };
+                    path.pop();
+                    found
+                })
+        }
+        _ => None,
+    }
+}
+
 /// A server-side apply of `config` to `live` by `ctx.manager`: the merged and pruned
 /// object and the new managers, or the conflicts with other managers (unless `force`,
-/// which takes their fields). `None` as the object when nothing changes.
+/// which takes their fields).
 pub fn apply(
     ctx: &Context<'_>,
     managers: &Managers,
     live: &Value,
     config: &Value,
     force: bool,
-) -> Result<(Value, Managers), Conflicts> {
+) -> Result<(Value, Managers), ApplyError> {
+    if let Some(path) = duplicate_item(ctx.schema, config, &mut Vec::new()) {
+        return Err(ApplyError::Invalid(format!(
+            "the configuration lists {path} more than once"
+        )));
+    }
     let strip = stripped_fields();
     let mut managers = managers.clone();
     managers.strip_all(&strip);
@@ -1312,7 +1358,7 @@ pub fn apply(
                 .cmp(&b.manager)
                 .then_with(|| a.field.cmp(&b.field))
         });
-        return Err(Conflicts(list));
+        return Err(ApplyError::Conflicts(Conflicts(list)));
     }
     let mut managers = trial;
     let changed = merged != live;
@@ -1708,6 +1754,27 @@ mod tests {
                 .is_err()
         );
         assert!(FieldSet::from_fields_v1(&json!({"x:y": {}})).is_err());
+    }
+
+    #[test]
+    fn duplicate_items_are_refused() {
+        let schema = Schema::for_kind(Kind::SECRET);
+        let none = FieldSet::new();
+        let config = json!({"metadata": {"name": "s", "finalizers": ["a", "a"]}});
+        let e = apply(
+            &ctx(&schema, &none, "m"),
+            &Managers::default(),
+            &json!({}),
+            &config,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            ApplyError::Invalid(
+                "the configuration lists .metadata.finalizers[=\"a\"] more than once".into()
+            )
+        );
     }
 
     #[test]

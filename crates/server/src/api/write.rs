@@ -311,7 +311,7 @@ impl Api {
                     &config,
                     options.force,
                 )
-                .map_err(|c| conflict_error(&c))?;
+                .map_err(|e| apply_error(&e))?;
                 match self
                     .create_object(res, path, &options, object, Fields::Set(managers))
                     .await
@@ -327,7 +327,7 @@ impl Api {
             let current = Managers::decode(&existing.object).unwrap_or_default();
             let (merged, managers) =
                 managed::apply(&ctx, &current, &existing.object, &config, options.force)
-                    .map_err(|c| conflict_error(&c))?;
+                    .map_err(|e| apply_error(&e))?;
             check_resource_version(&merged, &existing, res, name)?;
             match self
                 .write_update(
@@ -441,8 +441,15 @@ fn empty_object(res: &ResourceInfo) -> Value {
     }
 }
 
-/// Upstream's 409 for an apply that conflicts with other managers.
-fn conflict_error(conflicts: &managed::Conflicts) -> ApiError {
+/// Upstream's 409 for an apply that conflicts with other managers; a 422 for a
+/// configuration that lists an item twice.
+fn apply_error(error: &managed::ApplyError) -> ApiError {
+    let conflicts = match error {
+        managed::ApplyError::Conflicts(c) => c,
+        managed::ApplyError::Invalid(message) => {
+            return ApiError::new(422, Reason::Invalid, message.clone())
+        }
+    };
     let causes: Vec<Value> = conflicts
         .0
         .iter()
