@@ -1238,14 +1238,16 @@ pub enum ApplyError {
     /// Other managers own fields the configuration sets to other values (409).
     #[error("{0}")]
     Conflicts(Conflicts),
-    /// The configuration lists one item of a set or keyed list twice (upstream refuses it).
+    /// The configuration lists an item of a set or keyed list twice, or one the list cannot
+    /// identify (upstream refuses both).
     #[error("{0}")]
     Invalid(String),
 }
 
 impl std::error::Error for Conflicts {}
 
-/// The first item of a set or keyed list that `value` holds twice.
+/// The first item of a set or keyed list that `value` holds twice, or that the list's
+/// type cannot identify (upstream refuses both in an applied configuration).
 fn duplicate_item(schema: &Schema, value: &Value, path: &mut Vec<PathElement>) -> Option<String> {
     match (schema.shape(Some(value)), value) {
         (Shape::Map, Value::Object(map)) => map.iter().find_map(|(key, child)| {
@@ -1259,9 +1261,16 @@ fn duplicate_item(schema: &Schema, value: &Value, path: &mut Vec<PathElement>) -
             list_items(keys.map(|(k, _)| k), Some(value))
                 .into_iter()
                 .find_map(|(pe, items)| {
+                    let unkeyed = matches!(pe, PathElement::Index(_));
                     path.push(pe);
-                    let found = if items.len() > 1 {
-                        Some(path_string(path))
+                    let found = if unkeyed {
+                        // A set item that is no scalar, a keyed item without its keys.
+                        Some(format!(
+                            "{} as an item its list type cannot identify",
+                            path_string(path)
+                        ))
+                    } else if items.len() > 1 {
+                        Some(format!("{} more than once", path_string(path)))
                     } else {
                         duplicate_item(&item_schema, items[0], path)
                     };
@@ -1285,7 +1294,7 @@ pub fn apply(
 ) -> Result<(Value, Managers), ApplyError> {
     if let Some(path) = duplicate_item(ctx.schema, config, &mut Vec::new()) {
         return Err(ApplyError::Invalid(format!(
-            "the configuration lists {path} more than once"
+            "the configuration lists {path}"
         )));
     }
     let strip = stripped_fields();
@@ -1773,6 +1782,21 @@ mod tests {
             e,
             ApplyError::Invalid(
                 "the configuration lists .metadata.finalizers[=\"a\"] more than once".into()
+            )
+        );
+        let config = json!({"metadata": {"name": "s", "finalizers": [{"a": 1}]}});
+        let e = apply(
+            &ctx(&schema, &none, "m"),
+            &Managers::default(),
+            &json!({}),
+            &config,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            ApplyError::Invalid(
+                "the configuration lists .metadata.finalizers[0] as an item its list type cannot identify".into()
             )
         );
     }

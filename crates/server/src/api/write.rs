@@ -442,7 +442,7 @@ fn empty_object(res: &ResourceInfo) -> Value {
 }
 
 /// Upstream's 409 for an apply that conflicts with other managers; a 422 for a
-/// configuration that lists an item twice.
+/// configuration whose lists it cannot merge.
 fn apply_error(error: &managed::ApplyError) -> ApiError {
     let conflicts = match error {
         managed::ApplyError::Conflicts(c) => c,
