@@ -16,7 +16,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(envelope kms_object config storage_object json_object label_selector field_selector json_patch merge_patch strategic_patch)
+  targets=(envelope kms_object config storage_object json_object label_selector field_selector json_patch merge_patch strategic_patch apply_patch)
 fi
 command -v cargo-afl >/dev/null || cargo install cargo-afl --locked
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/target}"

@@ -24,6 +24,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("json_patch", json_patch),
     ("merge_patch", merge_patch),
     ("strategic_patch", strategic_patch),
+    ("apply_patch", apply_patch),
 ];
 
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -210,6 +211,53 @@ pub fn merge_patch(data: &[u8]) {
 pub fn strategic_patch(data: &[u8]) {
     if let Some((object, patch)) = patch_input(data) {
         let _ = atrest_api::patch::apply_strategic_merge_patch(&object, &patch);
+    }
+}
+
+/// A server-side apply configuration (YAML or JSON) applied to a stored Secret that has
+/// managed fields, and the same bytes read as `FieldsV1`: parsing, applying and the
+/// `FieldsV1` round trip never panic; an apply without conflicts applied again changes
+/// nothing more.
+pub fn apply_patch(data: &[u8]) {
+    use atrest_api::kind::Kind;
+    use atrest_api::managed::{self, FieldSet, Managers, Schema};
+    if let Ok(v) = serde_json::from_slice::<Value>(data) {
+        if let Ok(set) = FieldSet::from_fields_v1(&v) {
+            let again = FieldSet::from_fields_v1(&set.to_fields_v1());
+            assert_eq!(again.as_ref(), Ok(&set), "FieldsV1 round trip");
+        }
+    }
+    let Ok(config) = managed::parse_apply_config(data) else {
+        return;
+    };
+    let live = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "s", "namespace": "d", "labels": {"a": "b"},
+            "finalizers": ["x"], "ownerReferences": [{"uid": "1", "name": "o"}],
+            "managedFields": [{"manager": "kubectl-create", "operation": "Update",
+                "apiVersion": "v1", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:data": {".": {}, "f:k": {}}, "f:metadata": {"f:labels": {"f:a": {}}}}}]},
+        "data": {"k": "dg=="}, "type": "Opaque"});
+    let Ok(managers) = Managers::decode(&live) else {
+        return;
+    };
+    let none = FieldSet::new();
+    for schema in [Schema::for_kind(Kind::SECRET), Schema::for_custom(None)] {
+        let ctx = managed::Context {
+            schema: &schema,
+            ignored: &none,
+            manager: "fuzz",
+            api_version: "v1",
+            subresource: "",
+            now: "2026-01-01T00:00:00Z",
+        };
+        let _ = managed::apply(&ctx, &managers, &live, &config, false);
+        if let Ok((merged, after)) = managed::apply(&ctx, &managers, &live, &config, true) {
+            let _ = managed::update(&ctx, &after, &live, &merged);
+            if let Ok((again, _)) = managed::apply(&ctx, &after, &merged, &config, true) {
+                assert_eq!(again, merged, "applying the same configuration twice");
+            }
+        }
     }
 }
 

@@ -356,8 +356,8 @@ impl Kind {
     }
 
     /// The patch types upstream lists as accepted for this kind, in the order of its 415
-    /// message. Apply patches are listed (upstream accepts them) even though
-    /// `patch::apply_patch` refuses them.
+    /// message. Apply patches are served through `managed::apply` rather than
+    /// `patch::apply_patch`.
     pub fn patch_types(self) -> &'static [PatchType] {
         if self.builtin().is_some_and(|b| b.strategic_merge) {
             &PatchType::ALL

@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod kind;
+pub mod managed;
 pub mod patch;
 pub mod selector;
 pub mod table;

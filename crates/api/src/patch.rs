@@ -25,8 +25,9 @@
 //!
 //! # Not supported
 //!
-//! - `application/apply-patch+yaml` (server-side apply):
-//!   [`PatchError::ApplyPatchUnsupported`].
+//! - `application/apply-patch+yaml` (server-side apply) needs the object's
+//!   managed fields: [`crate::managed::apply`] does it, and [`apply_patch`]
+//!   refuses it ([`PatchError::ApplyPatchUnsupported`]).
 //! - Strategic merge patch of custom resources: refused, as upstream does
 //!   (415); [`Kind::supports`] says so before the body is read.
 //! - evanphx/json-patch's negative array indices (a Go extension to RFC 6902).
@@ -52,7 +53,7 @@ pub enum PatchType {
     MergePatch,
     /// `application/strategic-merge-patch+json`.
     StrategicMergePatch,
-    /// `application/apply-patch+yaml` (server-side apply, not supported here).
+    /// `application/apply-patch+yaml` (server-side apply, see `crate::managed`).
     ApplyPatch,
 }
 
@@ -119,8 +120,9 @@ pub enum PatchError {
         /// Upstream's message listing the accepted media types.
         message: String,
     },
-    /// Server-side apply is not implemented.
-    #[error("server-side apply (application/apply-patch+yaml) is not supported")]
+    /// An apply patch is not a patch of the object alone: the server applies it with the
+    /// object's managed fields (`crate::managed::apply`).
+    #[error("an apply patch (application/apply-patch+yaml) is applied with the object's managed fields, not as a patch")]
     ApplyPatchUnsupported,
     /// The body is not JSON; `detail` is the parser's position message.
     #[error("invalid JSON in patch body: {detail}")]

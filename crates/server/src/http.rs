@@ -447,6 +447,15 @@ impl HttpServer {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or(""),
                 );
+                let user_agent = req
+                    .headers()
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let writer = crate::api::Writer {
+                    user_agent: &user_agent,
+                };
                 // The body first: a client sending it slowly holds its connection and the
                 // bytes received, never a slot of the in-flight bound.
                 let (body, _body_room) = match self.read_body(req.into_body()).await {
@@ -477,7 +486,7 @@ impl HttpServer {
                 }
                 let reply = self
                     .api
-                    .handle(&method, &rp, &query, &content_type, accept, body)
+                    .handle(&method, &rp, &query, &content_type, accept, &writer, body)
                     .await;
                 drop(turn);
                 drop(request_slot);

@@ -191,12 +191,20 @@ pub enum FieldValidation {
 }
 
 /// A create, update or patch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WriteOptions {
     /// `dryRun=All`: everything but the write.
     pub dry_run: bool,
     pub field_validation: FieldValidation,
+    /// `fieldManager`: who owns the fields this write sets (absent: derived from the
+    /// User-Agent, except for apply patches, which need one).
+    pub field_manager: Option<String>,
+    /// `force=true`: an apply patch takes the fields other managers own.
+    pub force: bool,
 }
+
+/// Upstream's limit on a field manager's length (`FieldManagerMaxLength`).
+pub const FIELD_MANAGER_MAX_LENGTH: usize = 128;
 
 impl WriteOptions {
     pub fn parse(query: &Query) -> Result<Self, ApiError> {
@@ -218,8 +226,57 @@ impl WriteOptions {
                     ))
                 }
             },
+            field_manager: match query.get("fieldManager") {
+                None | Some("") => None,
+                Some(m) if m.len() > FIELD_MANAGER_MAX_LENGTH => {
+                    return Err(invalid_option(
+                        "fieldManager",
+                        &format!("Too long: may not be more than {FIELD_MANAGER_MAX_LENGTH} bytes"),
+                    ))
+                }
+                Some(m) if m.chars().any(char::is_control) => {
+                    return Err(invalid_option(
+                        "fieldManager",
+                        &format!("Invalid value: {m:?}: must be printable"),
+                    ))
+                }
+                Some(m) => Some(m.to_string()),
+            },
+            force: match query.get("force") {
+                None | Some("" | "false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "force: invalid boolean value {other:?}: use true or false"
+                    )))
+                }
+            },
         })
     }
+}
+
+/// Upstream's 422 for a bad `PatchOptions` value: `detail` is the cause's message
+/// (`Required value: ...`, `Too long: ...`, `Invalid value: ...`), whose first words pick
+/// the cause's reason.
+pub fn invalid_option(field: &str, detail: &str) -> ApiError {
+    let reason = if detail.starts_with("Required value") {
+        "FieldValueRequired"
+    } else if detail.starts_with("Too long") {
+        "FieldValueTooLong"
+    } else {
+        "FieldValueInvalid"
+    };
+    let mut e = ApiError::new(
+        422,
+        crate::status::Reason::Invalid,
+        format!("PatchOptions.meta.k8s.io \"\" is invalid: {field}: {detail}"),
+    );
+    e.details = Some(json!({
+        "group": "meta.k8s.io",
+        "kind": "PatchOptions",
+        "causes": [{"reason": reason, "message": detail, "field": field}],
+    }));
+    e
 }
 
 /// A delete: the query's `dryRun` and the `DeleteOptions` body.
@@ -500,9 +557,25 @@ mod tests {
             w,
             RequestOptions::Write(WriteOptions {
                 dry_run: true,
-                field_validation: FieldValidation::Strict
+                field_validation: FieldValidation::Strict,
+                field_manager: None,
+                force: false,
             })
         );
+        let w = RequestOptions::parse(
+            Verb::Patch,
+            &query("fieldManager=kubectl&force=true&fieldValidation=Strict"),
+        )
+        .unwrap();
+        let RequestOptions::Write(w) = w else {
+            panic!("not a write: {w:?}")
+        };
+        assert_eq!(w.field_manager.as_deref(), Some("kubectl"));
+        assert!(w.force);
+        let long = format!("fieldManager={}", "x".repeat(129));
+        let e = RequestOptions::parse(Verb::Patch, &query(&long)).unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(RequestOptions::parse(Verb::Patch, &query("force=maybe")).is_err());
         let w = RequestOptions::parse(Verb::Patch, &query("fieldValidation=Warn")).unwrap();
         assert_eq!(w, RequestOptions::Write(WriteOptions::default()));
         let e = RequestOptions::parse(Verb::Get, &query("dryRun=Yes")).unwrap_err();

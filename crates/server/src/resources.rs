@@ -1,6 +1,7 @@
 //! The resources the server serves: the built-in ones and those defined by
 //! CustomResourceDefinitions, with what discovery, storage and encryption need to know.
 
+use atrest_api::managed::Schema;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -40,6 +41,9 @@ pub struct ResourceInfo {
     /// Defined by a CustomResourceDefinition in the store (replaced when CRDs change),
     /// rather than served by the server itself.
     pub from_crd: bool,
+    /// The granularity of the resource's fields for managedFields and server-side apply
+    /// (the kind's, or from the CRD's storage-version `openAPIV3Schema`).
+    pub field_schema: std::sync::Arc<atrest_api::managed::Schema>,
 }
 
 impl ResourceInfo {
@@ -108,6 +112,7 @@ impl ResourceInfo {
             key_segment: info.key_segment.into(),
             printer_columns: BTreeMap::new(),
             from_crd: false,
+            field_schema: Arc::new(Schema::for_kind(Kind::Builtin(builtin))),
         }
     }
 
@@ -130,6 +135,7 @@ impl ResourceInfo {
             key_segment: crate::migration::PLURAL.into(),
             printer_columns: BTreeMap::new(),
             from_crd: false,
+            field_schema: Arc::new(Schema::for_custom(None)),
         }
     }
 
@@ -157,6 +163,7 @@ impl ResourceInfo {
         let namespaced = spec.get("scope").and_then(Value::as_str) != Some("Cluster");
         let mut versions: Vec<String> = Vec::new();
         let mut printer_columns = BTreeMap::new();
+        let mut storage_schema = None;
         for v in spec
             .get("versions")
             .and_then(Value::as_array)
@@ -170,6 +177,7 @@ impl ResourceInfo {
                 continue;
             }
             if v.get("storage").and_then(Value::as_bool) == Some(true) {
+                storage_schema = v.pointer("/schema/openAPIV3Schema");
                 versions.insert(0, name.to_string());
             } else {
                 versions.push(name.to_string());
@@ -195,6 +203,7 @@ impl ResourceInfo {
             builtin: None,
             printer_columns,
             from_crd: true,
+            field_schema: Arc::new(Schema::for_custom(storage_schema)),
         })
     }
 }

@@ -22,6 +22,8 @@ mod read;
 mod watch;
 mod write;
 
+pub use write::Writer;
+
 /// Namespaces that exist from the first start.
 pub const DEFAULT_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -170,6 +172,7 @@ impl Api {
 
     /// Dispatches one resource request: the verb, its options parsed once from the query,
     /// then the read, watch, write or delete module.
+    #[allow(clippy::too_many_arguments)]
     pub async fn handle(
         self: &Arc<Self>,
         method: &http::Method,
@@ -177,12 +180,13 @@ impl Api {
         query: &Query,
         content_type: &str,
         accept: Accept,
+        writer: &Writer<'_>,
         body: Bytes,
     ) -> Result<Reply, ApiError> {
         let res = self.resource(path)?;
         if path.subresource.is_some() {
             return self
-                .subresource(method, &res, path, query, content_type, body)
+                .subresource(method, &res, path, query, content_type, writer, body)
                 .await;
         }
         let ns = path.namespace.as_deref();
@@ -217,17 +221,17 @@ impl Api {
                 .await
                 .map(|l| Reply::Json(200, l)),
             (RequestOptions::Write(options), Some(Verb::Create), None) => self
-                .create(&res, path, options, content_type, &body)
+                .create(&res, path, options, writer, content_type, &body)
                 .await
                 .map(|o| Reply::Json(201, o)),
             (RequestOptions::Write(options), Some(Verb::Update), Some(name)) => self
-                .update(&res, path, options, name, content_type, &body)
+                .update(&res, path, options, writer, name, content_type, &body)
                 .await
                 .map(|o| Reply::Json(200, o)),
             (RequestOptions::Write(options), Some(Verb::Patch), Some(name)) => self
-                .patch(&res, path, options, name, content_type, &body)
+                .patch(&res, path, options, writer, name, content_type, &body)
                 .await
-                .map(|o| Reply::Json(200, o)),
+                .map(|(o, created)| Reply::Json(if created { 201 } else { 200 }, o)),
             (RequestOptions::Delete { dry_run }, _, Some(name)) => {
                 let options = DeleteOptions::parse(dry_run, &body)?;
                 self.delete(&res, ns, name, &options)
@@ -253,6 +257,7 @@ impl Api {
 
     /// `GET` and `PUT` on `status`, the one subresource served (namespaces and custom
     /// resources have it).
+    #[allow(clippy::too_many_arguments)]
     async fn subresource(
         self: &Arc<Self>,
         method: &http::Method,
@@ -260,6 +265,7 @@ impl Api {
         path: &ResourcePath,
         query: &Query,
         content_type: &str,
+        writer: &Writer<'_>,
         body: Bytes,
     ) -> Result<Reply, ApiError> {
         let sub = path.subresource.as_deref().unwrap_or("");
@@ -272,7 +278,7 @@ impl Api {
             }
             ("status", "PUT") if has_status => {
                 let options = WriteOptions::parse(query)?;
-                self.update_status(res, ns, name, options, content_type, &body)
+                self.update_status(res, path, name, options, writer, content_type, &body)
                     .await
                     .map(|o| Reply::Json(200, o))
             }

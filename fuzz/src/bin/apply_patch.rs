@@ -1,0 +1,3 @@
+fn main() {
+    afl::fuzz!(|data: &[u8]| atrest_fuzz::apply_patch(data));
+}
