@@ -18,6 +18,7 @@ pub enum Reason {
     UnsupportedMediaType,
     InternalError,
     ServiceUnavailable,
+    Timeout,
 }
 
 impl Reason {
@@ -37,6 +38,7 @@ impl Reason {
             Reason::UnsupportedMediaType => "UnsupportedMediaType",
             Reason::InternalError => "InternalError",
             Reason::ServiceUnavailable => "ServiceUnavailable",
+            Reason::Timeout => "Timeout",
         }
     }
 
@@ -55,12 +57,13 @@ impl Reason {
             Reason::UnsupportedMediaType => 415,
             Reason::InternalError => 500,
             Reason::ServiceUnavailable => 503,
+            Reason::Timeout => 504,
         }
     }
 
     /// The reason named by a `Status` object's `reason` field, if it is one of these.
     pub fn parse(text: &str) -> Option<Reason> {
-        const ALL: [Reason; 13] = [
+        const ALL: [Reason; 14] = [
             Reason::BadRequest,
             Reason::Unauthorized,
             Reason::Forbidden,
@@ -74,6 +77,7 @@ impl Reason {
             Reason::UnsupportedMediaType,
             Reason::InternalError,
             Reason::ServiceUnavailable,
+            Reason::Timeout,
         ];
         ALL.into_iter().find(|r| r.as_str() == text)
     }
