@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use atrest_testkit::etcd::EtcdCluster;
-use atrest_testkit::{etcdctl_get, AtrestServer, KUBECTL};
+use atrest_testkit::{etcdctl_get, AtrestServer, Kubectl, KUBECTL};
 
 fn atrest_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_atrest"))
@@ -926,5 +926,475 @@ fn dry_runs_namespaces_status_watch_selectors_and_crd_rules() {
         k.ok(&["-n", "t1", "get", "secrets", "-o", "name"]).trim(),
         ""
     );
+    assert!(server.stop().success());
+}
+
+/// A GET as the admin with an `Accept` header: (content type, body bytes).
+fn admin_get_bytes(server: &AtrestServer, path: &str, accept: &str) -> (String, Vec<u8>) {
+    let token = std::fs::read_to_string(server.data_dir.join("admin.token")).unwrap();
+    let headers = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(server.data_dir.join("pki/ca.crt"))
+        .args(["-H", &format!("Authorization: Bearer {}", token.trim())])
+        .args(["-H", &format!("Accept: {accept}"), "-D"])
+        .arg(headers.path())
+        .arg(format!("https://127.0.0.1:{}{path}", server.port))
+        .output()
+        .unwrap();
+    let headers = std::fs::read_to_string(headers.path()).unwrap();
+    let content_type = headers
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_default();
+    (content_type, out.stdout)
+}
+
+fn json_lines(body: &[u8]) -> Vec<serde_json::Value> {
+    body.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn watch_bookmarks_and_watch_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = AtrestServer::start(
+        &atrest_bin(),
+        &dir.path().join("data"),
+        &["--watch-bookmark-interval-seconds", "1"],
+    );
+    let k = server.kubectl();
+    k.ok(&["create", "secret", "generic", "a", "--from-literal=k=v"]);
+    k.ok(&["create", "secret", "generic", "b", "--from-literal=k=v"]);
+    let list: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "--raw", "/api/v1/namespaces/default/secrets"]))
+            .unwrap();
+    let list_rv: i64 = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // Watch-list: ADDED for each object, the initial-events-end bookmark, then periodic
+    // bookmarks (one a second here) while nothing changes.
+    let (ct, body) = admin_get_bytes(
+        &server,
+        "/api/v1/namespaces/default/secrets?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=3",
+        "application/json",
+    );
+    assert_eq!(ct, "application/json");
+    let events = json_lines(&body);
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(&types[..3], ["ADDED", "ADDED", "BOOKMARK"], "{events:#?}");
+    let names: Vec<&str> = events[..2]
+        .iter()
+        .map(|e| e["object"]["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    let end = &events[2]["object"];
+    assert_eq!(end["kind"], "Secret");
+    assert_eq!(end["apiVersion"], "v1");
+    assert_eq!(
+        end["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    let end_rv: i64 = end["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(end_rv >= list_rv, "{end_rv} < {list_rv}");
+    let periodic: Vec<&serde_json::Value> = events[3..].iter().collect();
+    assert!(
+        !periodic.is_empty(),
+        "no periodic bookmark in 3 s: {events:#?}"
+    );
+    for b in &periodic {
+        assert_eq!(b["type"], "BOOKMARK");
+        // Only the kind and the resourceVersion.
+        assert_eq!(
+            b["object"],
+            serde_json::json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"resourceVersion": end_rv.to_string()}})
+        );
+    }
+
+    // Without allowWatchBookmarks the state comes without the bookmark, as upstream.
+    let (_, body) = admin_get_bytes(
+        &server,
+        "/api/v1/namespaces/default/secrets?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=2",
+        "application/json",
+    );
+    let types: Vec<String> = json_lines(&body)
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(types, ["ADDED", "ADDED"]);
+
+    // A plain watch with bookmarks: a change, then a bookmark at its resourceVersion.
+    let watch = k
+        .command(&[
+            "get",
+            "--raw",
+            &format!(
+                "/api/v1/namespaces/default/secrets?watch=true&allowWatchBookmarks=true&resourceVersion={end_rv}&timeoutSeconds=4"
+            ),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    k.ok(&["create", "secret", "generic", "c", "--from-literal=k=v"]);
+    let out = watch.wait_with_output().unwrap();
+    let events = json_lines(&out.stdout);
+    let added = events
+        .iter()
+        .find(|e| e["type"] == "ADDED")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(added["object"]["metadata"]["name"], "c");
+    let c_rv = added["object"]["metadata"]["resourceVersion"].clone();
+    let after: Vec<_> = events
+        .iter()
+        .skip_while(|e| e["type"] != "ADDED")
+        .filter(|e| e["type"] == "BOOKMARK")
+        .collect();
+    assert!(!after.is_empty(), "{events:#?}");
+    assert!(after
+        .iter()
+        .all(|b| b["object"]["metadata"]["resourceVersion"] == c_rv));
+
+    // Watch-list: a resourceVersion to be not older than is honoured (the state includes c).
+    let (_, body) = admin_get_bytes(
+        &server,
+        &format!("/api/v1/namespaces/default/secrets?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&resourceVersion={}&timeoutSeconds=1", c_rv.as_str().unwrap()),
+        "application/json",
+    );
+    let events = json_lines(&body);
+    assert_eq!(events.iter().filter(|e| e["type"] == "ADDED").count(), 3);
+
+    // The combinations upstream refuses, with its codes and messages.
+    let bad = [
+        (
+            "watch=true&sendInitialEvents=true",
+            422,
+            "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+        ),
+        (
+            "watch=true&resourceVersionMatch=NotOlderThan",
+            422,
+            "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+        ),
+        (
+            "watch=true&sendInitialEvents=true&resourceVersionMatch=Exact",
+            422,
+            "Unsupported value: \\\"Exact\\\"",
+        ),
+        (
+            "sendInitialEvents=true",
+            422,
+            "sendInitialEvents is forbidden for list",
+        ),
+        (
+            "watch=true&sendInitialEvents=yes&resourceVersionMatch=NotOlderThan",
+            400,
+            "sendInitialEvents",
+        ),
+    ];
+    for (query, code, message) in bad {
+        let (got, body) = admin_request(
+            &server,
+            "GET",
+            &format!("/api/v1/namespaces/default/secrets?{query}"),
+            None,
+        );
+        assert_eq!(got, code, "{query}: {body}");
+        assert!(body.contains(message), "{query}: {body}");
+    }
+    assert!(server.stop().success());
+}
+
+/// Independent protobuf messages (prost) for the shapes kube-apiserver answers: the
+/// `runtime.Unknown` envelope, `v1.SecretList`, `metav1.WatchEvent`.
+mod pb {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TypeMeta {
+        #[prost(string, tag = "1")]
+        pub api_version: String,
+        #[prost(string, tag = "2")]
+        pub kind: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Unknown {
+        #[prost(message, optional, tag = "1")]
+        pub type_meta: Option<TypeMeta>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub raw: Vec<u8>,
+        #[prost(string, tag = "3")]
+        pub content_encoding: String,
+        #[prost(string, tag = "4")]
+        pub content_type: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ListMeta {
+        #[prost(string, tag = "1")]
+        pub self_link: String,
+        #[prost(string, tag = "2")]
+        pub resource_version: String,
+        #[prost(string, tag = "3")]
+        pub r#continue: String,
+        #[prost(int64, optional, tag = "4")]
+        pub remaining_item_count: Option<i64>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ObjectMeta {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "3")]
+        pub namespace: String,
+        #[prost(string, tag = "6")]
+        pub resource_version: String,
+        #[prost(map = "string, string", tag = "12")]
+        pub annotations: std::collections::HashMap<String, String>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Secret {
+        #[prost(message, optional, tag = "1")]
+        pub metadata: Option<ObjectMeta>,
+        #[prost(map = "string, bytes", tag = "2")]
+        pub data: std::collections::HashMap<String, Vec<u8>>,
+        #[prost(string, tag = "3")]
+        pub r#type: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SecretList {
+        #[prost(message, optional, tag = "1")]
+        pub metadata: Option<ListMeta>,
+        #[prost(message, repeated, tag = "2")]
+        pub items: Vec<Secret>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RawExtension {
+        #[prost(bytes = "vec", tag = "1")]
+        pub raw: Vec<u8>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct WatchEvent {
+        #[prost(string, tag = "1")]
+        pub r#type: String,
+        #[prost(message, optional, tag = "2")]
+        pub object: Option<RawExtension>,
+    }
+
+    /// `k8s\0` + Unknown: (apiVersion, kind, raw).
+    pub fn envelope(bytes: &[u8]) -> (String, String, Vec<u8>) {
+        use prost::Message;
+        let body = bytes.strip_prefix(b"k8s\0").expect("the k8s\\0 prefix");
+        let u = Unknown::decode(body).unwrap();
+        let tm = u.type_meta.unwrap();
+        assert_eq!(
+            (u.content_encoding.as_str(), u.content_type.as_str()),
+            ("", "")
+        );
+        (tm.api_version, tm.kind, u.raw)
+    }
+}
+
+#[test]
+fn protobuf_lists_and_watches_for_builtin_kinds() {
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let server = AtrestServer::start(
+        &atrest_bin(),
+        &dir.path().join("data"),
+        &["--watch-bookmark-interval-seconds", "1"],
+    );
+    let k = server.kubectl();
+    k.ok(&["create", "secret", "generic", "a", "--from-literal=k=v1"]);
+    k.ok(&["create", "secret", "generic", "b", "--from-literal=k=v2"]);
+    let accept = "application/vnd.kubernetes.protobuf, */*";
+
+    // A list: k8s\0 + Unknown{v1, SecretList} wrapping ListMeta and the Secrets.
+    let (ct, body) = admin_get_bytes(
+        &server,
+        "/api/v1/namespaces/default/secrets?limit=1",
+        accept,
+    );
+    assert_eq!(ct, "application/vnd.kubernetes.protobuf");
+    let (api_version, kind, raw) = pb::envelope(&body);
+    assert_eq!((api_version.as_str(), kind.as_str()), ("v1", "SecretList"));
+    let list = pb::SecretList::decode(raw.as_slice()).unwrap();
+    let meta = list.metadata.unwrap();
+    assert!(!meta.resource_version.is_empty());
+    assert!(!meta.r#continue.is_empty(), "limit=1 of 2 continues");
+    assert_eq!(meta.remaining_item_count, Some(1));
+    assert_eq!(list.items.len(), 1);
+    let a = &list.items[0];
+    assert_eq!(a.metadata.as_ref().unwrap().name, "a");
+    assert_eq!(a.data["k"], b"v1");
+    assert_eq!(a.r#type, "Opaque");
+    // The same list in JSON agrees.
+    let (ct, json) = admin_get_bytes(
+        &server,
+        "/api/v1/namespaces/default/secrets",
+        "application/json",
+    );
+    assert_eq!(ct, "application/json");
+    let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(json["items"].as_array().unwrap().len(), 2);
+    // Namespaces and configmaps too.
+    let (ct, body) = admin_get_bytes(&server, "/api/v1/namespaces", accept);
+    assert_eq!(ct, "application/vnd.kubernetes.protobuf");
+    assert_eq!(pb::envelope(&body).1, "NamespaceList");
+    let (_, body) = admin_get_bytes(&server, "/api/v1/configmaps", accept);
+    assert_eq!(pb::envelope(&body).1, "ConfigMapList");
+    // q values: JSON preferred wins.
+    let (ct, _) = admin_get_bytes(
+        &server,
+        "/api/v1/namespaces",
+        "application/vnd.kubernetes.protobuf;q=0.5, application/json",
+    );
+    assert_eq!(ct, "application/json");
+
+    // A watch: 4-byte big-endian length + WatchEvent{type, RawExtension{k8s\0 object}}.
+    let (ct, body) = admin_get_bytes(
+        &server,
+        "/api/v1/namespaces/default/secrets?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=2",
+        accept,
+    );
+    assert_eq!(ct, "application/vnd.kubernetes.protobuf;stream=watch");
+    let mut rest = body.as_slice();
+    let mut events = Vec::new();
+    while !rest.is_empty() {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        let event = pb::WatchEvent::decode(&rest[4..4 + len]).unwrap();
+        let (api_version, kind, raw) = pb::envelope(&event.object.unwrap().raw);
+        assert_eq!((api_version.as_str(), kind.as_str()), ("v1", "Secret"));
+        events.push((event.r#type, pb::Secret::decode(raw.as_slice()).unwrap()));
+        rest = &rest[4 + len..];
+    }
+    let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(&types[..3], ["ADDED", "ADDED", "BOOKMARK"], "{types:?}");
+    assert_eq!(events[1].1.data["k"], b"v2");
+    let end = events[2].1.metadata.as_ref().unwrap();
+    assert_eq!(end.annotations["k8s.io/initial-events-end"], "true");
+    assert!(end.name.is_empty() && !end.resource_version.is_empty());
+    assert!(types[3..].iter().all(|t| *t == "BOOKMARK"));
+
+    assert!(server.stop().success());
+}
+
+#[test]
+fn aggregated_discovery_serves_kubectl_without_per_group_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = AtrestServer::start(&atrest_bin(), &dir.path().join("data"), &[]);
+    let k = server.kubectl();
+    let v2 =
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+    let (ct, body) = admin_get_bytes(&server, "/api", v2);
+    assert_eq!(
+        ct,
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    );
+    let core: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(core["kind"], "APIGroupDiscoveryList");
+    assert_eq!(core["apiVersion"], "apidiscovery.k8s.io/v2");
+    let resources = core["items"][0]["versions"][0]["resources"]
+        .as_array()
+        .unwrap();
+    let ns = resources
+        .iter()
+        .find(|r| r["resource"] == "namespaces")
+        .unwrap();
+    // The fields and values kube-apiserver 1.36 answers for namespaces.
+    assert_eq!(ns["scope"], "Cluster");
+    assert_eq!(ns["singularResource"], "namespace");
+    assert_eq!(ns["shortNames"], serde_json::json!(["ns"]));
+    assert_eq!(
+        ns["responseKind"],
+        serde_json::json!({"group": "", "version": "", "kind": "Namespace"})
+    );
+    assert_eq!(ns["subresources"][0]["subresource"], "status");
+    assert_eq!(core["items"][0]["versions"][0]["freshness"], "Current");
+    let old = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+    let (ct, body) = admin_get_bytes(&server, "/apis", old);
+    assert_eq!(
+        ct,
+        "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+    );
+    let groups: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(groups["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g["metadata"]["name"] == "apiextensions.k8s.io"));
+    // Plain JSON still gets the legacy documents.
+    let (ct, body) = admin_get_bytes(&server, "/apis", "application/json");
+    assert_eq!(ct, "application/json");
+    assert!(String::from_utf8_lossy(&body).contains("APIGroupList"));
+
+    // A CRD's group appears in the aggregated document.
+    k.ok_with_input(
+        &["apply", "-f", "-"],
+        br#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","metadata":{"name":"pandas.bears.example"},"spec":{"group":"bears.example","scope":"Namespaced","names":{"plural":"pandas","singular":"panda","kind":"Panda","shortNames":["pd"]},"versions":[{"name":"v1","served":true,"storage":true,"schema":{"openAPIV3Schema":{"type":"object","x-kubernetes-preserve-unknown-fields":true}}}]}}"#,
+    );
+    let (_, body) = admin_get_bytes(&server, "/apis", v2);
+    let groups: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let bears = groups["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["metadata"]["name"] == "bears.example")
+        .unwrap_or_else(|| panic!("{groups:#}"));
+    let panda = &bears["versions"][0]["resources"][0];
+    assert_eq!(panda["resource"], "pandas");
+    assert_eq!(
+        panda["responseKind"],
+        serde_json::json!({"group": "bears.example", "version": "v1", "kind": "Panda"})
+    );
+    assert_eq!(panda["shortNames"], serde_json::json!(["pd"]));
+
+    // Real kubectl: api-resources from the aggregated documents, and no per-group-version
+    // discovery request (no fallback to /api/v1 or /apis/<group>/<version>).
+    let fresh = Kubectl::new(&server.kubeconfig(), &dir.path().join("cache2"));
+    let out = fresh.run(&["api-resources", "-v=6"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "secrets",
+        "namespaces",
+        "pandas",
+        "customresourcedefinitions",
+    ] {
+        assert!(table.lines().any(|l| l.starts_with(line)), "{table}");
+    }
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    let fresh = Kubectl::new(&server.kubeconfig(), &dir.path().join("cache3"));
+    let out = fresh.run(&["get", "secrets", "-v=8"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = log + &String::from_utf8_lossy(&out.stderr);
+    let discovery: Vec<&str> = log.lines().filter(|l| l.contains("GET https://")).collect();
+    assert!(discovery.iter().any(|l| l.contains("/api?")), "{log}");
+    for l in &discovery {
+        let url = l.split("GET ").nth(1).unwrap_or("");
+        let path = url.split_once("://").map(|(_, r)| r).unwrap_or("");
+        let path = path.split_once('/').map(|(_, p)| p).unwrap_or("");
+        let path = path.split(['?', ' ']).next().unwrap_or("");
+        let segments: Vec<&str> = path.split('/').collect();
+        let per_group = matches!(segments.as_slice(), ["api", _] | ["apis", _, _]);
+        assert!(!per_group, "legacy discovery request: {l}\n{log}");
+    }
     assert!(server.stop().success());
 }
