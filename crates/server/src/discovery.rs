@@ -1,4 +1,5 @@
-//! `/version`, discovery (`/api`, `/apis`, per group and version) and the minimal
+//! `/version`, discovery (`/api`, `/apis`, per group and version, and the aggregated
+//! `APIGroupDiscoveryList` of `/api` and `/apis`) and the minimal
 //! `/openapi/v3` documents kubectl needs to pass client-side validation of replace/apply.
 
 use serde_json::{json, Value};

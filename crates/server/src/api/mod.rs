@@ -148,7 +148,7 @@ fn media_ranges(header: &str) -> Vec<MediaRange<'_>> {
         })
         .collect();
     // Stable: equal preferences keep the client's order.
-    ranges.sort_by(|a, b| b.quality.cmp(&a.quality));
+    ranges.sort_by_key(|r| std::cmp::Reverse(r.quality));
     ranges
 }
 

@@ -75,7 +75,7 @@ impl Encoding {
 
 /// What the merged watch stream carries.
 enum Item {
-    Event(Result<StorageEvent, StorageError>),
+    Event(Box<Result<StorageEvent, StorageError>>),
     Bookmark,
     End,
 }
@@ -136,7 +136,7 @@ impl Api {
             .watch(res, ns, from, !filter.is_empty())
             .await?;
         let events = stream
-            .map(Item::Event)
+            .map(|event| Item::Event(Box::new(event)))
             .chain(futures::stream::once(async { Item::End }));
         let bookmarks = if options.allow_bookmarks {
             let interval = self.bookmark_interval;
@@ -160,6 +160,7 @@ impl Api {
             .filter_map(move |item| {
                 let frame = match item {
                     Item::Event(event) => {
+                        let event = *event;
                         if let Some(r) = event_revision(&event) {
                             reached = reached.max(r);
                         }
