@@ -1398,3 +1398,133 @@ fn aggregated_discovery_serves_kubectl_without_per_group_requests() {
     }
     assert!(server.stop().success());
 }
+
+/// The same secrets, written by the real kube-apiserver, listed and watched in protobuf from
+/// it and from atrest on the same etcd: the envelopes and every item's and event's bytes are
+/// kube-apiserver's. Skipped when the upstream binary is not on this machine.
+#[test]
+fn protobuf_lists_and_watch_frames_equal_kube_apiservers() {
+    use atrest_testkit::upstream::KubeApiServer;
+    use prost::Message;
+
+    /// A list with its items kept as raw bytes.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RawList {
+        #[prost(bytes = "vec", tag = "1")]
+        metadata: Vec<u8>,
+        #[prost(bytes = "vec", repeated, tag = "2")]
+        items: Vec<Vec<u8>>,
+    }
+
+    let cluster = EtcdCluster::single();
+    let etcd = cluster.endpoints()[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let identity = write(
+        dir.path(),
+        "identity.yaml",
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - identity: {}\n",
+    );
+    // Without the watch cache, kube-apiserver watches etcd directly (this etcd has no
+    // progress notifications for the cache).
+    let Some(kas) = KubeApiServer::start(&etcd, &identity, &["--watch-cache=false"]) else {
+        return;
+    };
+    let kk = kas.kubectl();
+    kk.ok(&["create", "namespace", "wire"]);
+    for i in 0..3 {
+        kk.ok(&[
+            "-n",
+            "wire",
+            "create",
+            "secret",
+            "generic",
+            &format!("s{i}"),
+            &format!("--from-literal=k=v{i}"),
+        ]);
+    }
+    let server = AtrestServer::start(
+        &atrest_bin(),
+        &dir.path().join("data"),
+        &[
+            "--etcd-servers",
+            &etcd,
+            "--encryption-provider-config",
+            identity.to_str().unwrap(),
+        ],
+    );
+    let accept = "application/vnd.kubernetes.protobuf, */*";
+    let kas_get = |path: &str| -> Vec<u8> {
+        let out = Command::new("curl")
+            .args([
+                "-sk",
+                "-H",
+                &format!("Authorization: Bearer {}", atrest_testkit::upstream::TOKEN),
+            ])
+            .args(["-H", &format!("Accept: {accept}")])
+            .arg(format!("https://127.0.0.1:{}{path}", kas.port))
+            .output()
+            .unwrap();
+        out.stdout
+    };
+    let list_path = "/api/v1/namespaces/wire/secrets";
+    let upstream = kas_get(list_path);
+    let (ct, ours) = admin_get_bytes(&server, list_path, accept);
+    assert_eq!(ct, "application/vnd.kubernetes.protobuf");
+    let (up_env, our_env) = (pb::envelope(&upstream), pb::envelope(&ours));
+    assert_eq!((&up_env.0, &up_env.1), (&our_env.0, &our_env.1));
+    let up = RawList::decode(up_env.2.as_slice()).unwrap();
+    let us = RawList::decode(our_env.2.as_slice()).unwrap();
+    assert_eq!(up.items.len(), 3);
+    assert_eq!(
+        up.items, us.items,
+        "every Secret's bytes are kube-apiserver's"
+    );
+    // ListMeta: the same fields (the resourceVersion is etcd's revision when each read).
+    let (um, om) = (
+        pb::ListMeta::decode(up.metadata.as_slice()).unwrap(),
+        pb::ListMeta::decode(us.metadata.as_slice()).unwrap(),
+    );
+    assert_eq!(
+        (um.self_link, um.r#continue, um.remaining_item_count),
+        (om.self_link, om.r#continue, om.remaining_item_count)
+    );
+    let rv = |m: &[u8]| m.len() - pb::ListMeta::decode(m).unwrap().resource_version.len();
+    assert_eq!(
+        rv(&up.metadata),
+        rv(&us.metadata),
+        "the same ListMeta layout"
+    );
+
+    // Watch frames of the same objects: byte for byte.
+    let watch_path =
+        "/api/v1/namespaces/wire/secrets?watch=true&resourceVersion=0&timeoutSeconds=2";
+    let frames = |body: &[u8]| -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut rest = body;
+        while rest.len() >= 4 {
+            let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+            out.push(rest[..4 + len].to_vec());
+            rest = &rest[4 + len..];
+        }
+        out
+    };
+    let mut up_frames = frames(&kas_get(watch_path));
+    let (ct, body) = admin_get_bytes(&server, watch_path, accept);
+    assert_eq!(ct, "application/vnd.kubernetes.protobuf;stream=watch");
+    let mut our_frames = frames(&body);
+    up_frames.sort();
+    our_frames.sort();
+    assert_eq!(
+        up_frames.len(),
+        3,
+        "kube-apiserver sent the 3 secrets as ADDED"
+    );
+    assert_eq!(up_frames, our_frames);
+    eprintln!(
+        "compared {} list items and {} watch frames with kube-apiserver's",
+        up.items.len(),
+        up_frames.len()
+    );
+    assert!(server.stop().success());
+    drop(kas);
+}
