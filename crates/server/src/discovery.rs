@@ -1,4 +1,5 @@
-//! `/version`, discovery (`/api`, `/apis`, per group and version) and the minimal
+//! `/version`, discovery (`/api`, `/apis`, per group and version, and the aggregated
+//! `APIGroupDiscoveryList` of `/api` and `/apis`) and the minimal
 //! `/openapi/v3` documents kubectl needs to pass client-side validation of replace/apply.
 
 use serde_json::{json, Value};
@@ -101,6 +102,87 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
     Some(
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
     )
+}
+
+/// The `Content-Type` of an aggregated discovery answer in `apidiscovery.k8s.io/<version>`.
+pub fn aggregated_content_type(version: &str) -> String {
+    format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList")
+}
+
+/// One resource of an aggregated discovery document (`APIResourceDiscovery`). As upstream,
+/// a built-in resource's `responseKind` names only the kind (group and version empty);
+/// a custom resource's names all three.
+fn discovery_resource(r: &ResourceInfo, version: &str) -> Value {
+    let response_kind = if r.from_crd {
+        json!({"group": r.group, "version": version, "kind": r.kind})
+    } else {
+        json!({"group": "", "version": "", "kind": r.kind})
+    };
+    let mut verbs = r.verbs();
+    verbs.sort_unstable();
+    let mut e = json!({
+        "resource": r.plural,
+        "responseKind": response_kind,
+        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": r.singular,
+        "verbs": verbs,
+    });
+    if !r.short_names.is_empty() {
+        e["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        e["categories"] = json!(r.categories);
+    }
+    if r.model().status_subresource() {
+        // The status subresource answers GET and PUT.
+        e["subresources"] = json!([{
+            "subresource": "status",
+            "responseKind": response_kind,
+            "verbs": ["get", "update"],
+        }]);
+    }
+    e
+}
+
+/// `GET /api` (`core`) or `/apis` with `Accept: application/json;g=apidiscovery.k8s.io;
+/// v=<version>;as=APIGroupDiscoveryList`: every group, version and resource in one
+/// document, so clients need no request per group/version. `v2` and `v2beta1` have the
+/// same shape.
+pub fn aggregated(registry: &Registry, core: bool, version: &str) -> Value {
+    let group_versions: Vec<(String, Vec<String>)> = if core {
+        vec![(String::new(), vec!["v1".to_string()])]
+    } else {
+        registry.groups()
+    };
+    let items: Vec<Value> = group_versions
+        .iter()
+        .map(|(group, versions)| {
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|v| {
+                    let resources: Vec<Value> = registry
+                        .all()
+                        .iter()
+                        .filter(|r| r.group == *group && r.versions.contains(v))
+                        .map(|r| discovery_resource(r, v))
+                        .collect();
+                    json!({"version": v, "resources": resources, "freshness": "Current"})
+                })
+                .collect();
+            let metadata = if group.is_empty() {
+                json!({})
+            } else {
+                json!({"name": group})
+            };
+            json!({"metadata": metadata, "versions": versions})
+        })
+        .collect();
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": format!("apidiscovery.k8s.io/{version}"),
+        "metadata": {},
+        "items": items,
+    })
 }
 
 /// `GET /openapi/v2` as the protobuf `openapi.v2.Document` kubectl asks for: only `swagger`
@@ -250,6 +332,20 @@ mod tests {
             .collect();
         assert_eq!(names, ["namespaces", "secrets", "configmaps"]);
         assert!(resource_list(&r, "apiextensions.k8s.io", "v1").is_some());
+        let core = aggregated(&r, true, "v2");
+        assert_eq!(core["apiVersion"], "apidiscovery.k8s.io/v2");
+        let secrets = &core["items"][0]["versions"][0]["resources"][1];
+        assert_eq!(secrets["resource"], "secrets");
+        assert_eq!(secrets["scope"], "Namespaced");
+        assert_eq!(
+            secrets["responseKind"],
+            json!({"group": "", "version": "", "kind": "Secret"})
+        );
+        let groups = aggregated(&r, false, "v2beta1");
+        assert_eq!(
+            groups["items"][0]["metadata"]["name"],
+            "apiextensions.k8s.io"
+        );
         let doc = openapi_document(&r, "", "v1").unwrap();
         assert!(
             doc["paths"]["/api/v1/namespaces/{namespace}/secrets/{name}"]["patch"]["parameters"][0]

@@ -88,7 +88,8 @@ fn store_metrics(m: &atrest_store::StoreMetrics) -> String {
     )
 }
 
-/// An object in protobuf when the client asked for it and its kind has a protobuf codec;
+/// An object or list in protobuf when the client asked for it and its kind has a protobuf
+/// codec (Status, Table and custom resources stay JSON);
 /// JSON otherwise (clients list JSON as their fallback).
 fn object_response(code: u16, value: &Value) -> Response<Body> {
     let api_version = value
@@ -96,10 +97,14 @@ fn object_response(code: u16, value: &Value) -> Response<Body> {
         .and_then(Value::as_str)
         .unwrap_or("");
     let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
-    if !atrest_api::codec::has_protobuf_codec(api_version, kind) {
+    let encoded = if atrest_api::codec::has_protobuf_codec(api_version, kind) {
+        atrest_api::codec::encode_protobuf(value)
+    } else if atrest_api::codec::list_item_kind(api_version, kind).is_some() {
+        atrest_api::codec::encode_protobuf_list(value)
+    } else {
         return json_response(code, value);
-    }
-    match atrest_api::codec::encode_protobuf(value) {
+    };
+    match encoded {
         Ok(bytes) => Response::builder()
             .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
             .header(header::CONTENT_TYPE, "application/vnd.kubernetes.protobuf")
@@ -403,6 +408,26 @@ impl HttpServer {
                     return error_response(&ApiError::method_not_allowed("discovery is read-only"));
                 }
                 let registry = self.api.registry();
+                let accept = Accept::parse(
+                    req.headers()
+                        .get(header::ACCEPT)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or(""),
+                );
+                if let (Some(v), None, None) = (accept.discovery, &group, &version) {
+                    let body =
+                        serde_json::to_vec(&discovery::aggregated(&registry, legacy, v.as_str()))
+                            .unwrap_or_default();
+                    return Response::builder()
+                        .status(200)
+                        .header(
+                            header::CONTENT_TYPE,
+                            discovery::aggregated_content_type(v.as_str()),
+                        )
+                        .header(header::VARY, "Accept")
+                        .body(full(body))
+                        .unwrap_or_else(|_| Response::new(full("")));
+                }
                 let doc = match (legacy, group.as_deref(), version.as_deref()) {
                     (true, None, None) => Some(discovery::core_versions(&self.advertise)),
                     (true, None, Some(v)) => discovery::resource_list(&registry, "", v),
@@ -493,7 +518,10 @@ impl HttpServer {
                 match reply {
                     Ok(Reply::Json(code, v)) if accept.protobuf => object_response(code, &v),
                     Ok(Reply::Json(code, v)) => json_response(code, &v),
-                    Ok(Reply::Stream(events)) => {
+                    Ok(Reply::Stream {
+                        content_type,
+                        events,
+                    }) => {
                         // The watch's slot is held until its stream ends.
                         let frames = events.map(move |b| {
                             let _ = &watch_slot;
@@ -501,7 +529,7 @@ impl HttpServer {
                         });
                         Response::builder()
                             .status(200)
-                            .header(header::CONTENT_TYPE, "application/json")
+                            .header(header::CONTENT_TYPE, content_type)
                             .header(header::TRANSFER_ENCODING, "chunked")
                             .body(BodyExt::boxed_unsync(StreamBody::new(frames)))
                             .unwrap_or_else(|_| Response::new(full("")))

@@ -132,6 +132,15 @@ pub struct ListOptions {
 
 impl ListOptions {
     fn parse(query: &Query) -> Result<Self, ApiError> {
+        if query.get("sendInitialEvents").is_some() {
+            return Err(invalid_list_options(&[(
+                OptionError {
+                    field: "sendInitialEvents",
+                    reason: FORBIDDEN,
+                },
+                "Forbidden: sendInitialEvents is forbidden for list".to_string(),
+            )]));
+        }
         Ok(ListOptions {
             selectors: Selectors::parse(query),
             limit: positive(query, "limit")?.unwrap_or(0),
@@ -163,6 +172,61 @@ pub struct WatchOptions {
     pub resource_version: VersionParam,
     /// `timeoutSeconds`, or upstream's default of 30 minutes.
     pub timeout: Duration,
+    /// `allowWatchBookmarks=true`: periodic BOOKMARK events carrying the resourceVersion
+    /// the watch has reached.
+    pub allow_bookmarks: bool,
+    /// `sendInitialEvents` (with `resourceVersionMatch=NotOlderThan`, the only match a
+    /// watch takes): `Some(true)` is a watch-list, the state as ADDED events then a
+    /// BOOKMARK annotated `k8s.io/initial-events-end`; `Some(false)` starts at the
+    /// resourceVersion (or now) without the state. `None`: the legacy semantics.
+    pub send_initial_events: Option<bool>,
+}
+
+/// One field error of a `ListOptions` that upstream's validation refuses.
+#[derive(Debug, Clone, Copy)]
+struct OptionError {
+    field: &'static str,
+    /// `FieldValueForbidden` or `FieldValueNotSupported`.
+    reason: &'static str,
+}
+
+/// Upstream's 422 for `ListOptions` that fail validation: `ListOptions.meta.k8s.io "" is
+/// invalid: <field>: <message>` (several errors in brackets), a cause per error.
+fn invalid_list_options(errors: &[(OptionError, String)]) -> ApiError {
+    let texts: Vec<String> = errors
+        .iter()
+        .map(|(e, message)| format!("{}: {message}", e.field))
+        .collect();
+    let joined = match texts.as_slice() {
+        [one] => one.clone(),
+        many => format!("[{}]", many.join(", ")),
+    };
+    let mut error = ApiError::new(
+        422,
+        crate::status::Reason::Invalid,
+        format!("ListOptions.meta.k8s.io \"\" is invalid: {joined}"),
+    );
+    let causes: Vec<Value> = errors
+        .iter()
+        .map(|(e, message)| json!({"reason": e.reason, "message": message, "field": e.field}))
+        .collect();
+    error.details = Some(json!({"group": "meta.k8s.io", "kind": "ListOptions", "causes": causes}));
+    error
+}
+
+const FORBIDDEN: &str = "FieldValueForbidden";
+const NOT_SUPPORTED: &str = "FieldValueNotSupported";
+
+/// A boolean query parameter as Go's `strconv.ParseBool` reads it; absent or empty is `None`.
+fn boolean(query: &Query, key: &str) -> Result<Option<bool>, ApiError> {
+    match query.get(key) {
+        None => Ok(None),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(Some(true)),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(Some(false)),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "invalid {key}: {other:?}: not a boolean"
+        ))),
+    }
 }
 
 impl WatchOptions {
@@ -170,12 +234,62 @@ impl WatchOptions {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
     fn parse(query: &Query) -> Result<Self, ApiError> {
+        let send_initial_events = boolean(query, "sendInitialEvents")?;
+        let version_match = query.get("resourceVersionMatch");
+        // Upstream's validateWatchOptions, in its order.
+        let mut errors = Vec::new();
+        if send_initial_events.is_some() && version_match != Some("NotOlderThan") {
+            errors.push((
+                OptionError {
+                    field: "resourceVersionMatch",
+                    reason: FORBIDDEN,
+                },
+                "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"
+                    .to_string(),
+            ));
+        }
+        if let Some(m) = version_match {
+            if send_initial_events.is_none() {
+                errors.push((
+                    OptionError {
+                        field: "resourceVersionMatch",
+                        reason: FORBIDDEN,
+                    },
+                    "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"
+                        .to_string(),
+                ));
+            }
+            if m != "NotOlderThan" {
+                errors.push((
+                    OptionError {
+                        field: "resourceVersionMatch",
+                        reason: NOT_SUPPORTED,
+                    },
+                    format!("Unsupported value: {m:?}: supported values: \"NotOlderThan\""),
+                ));
+            }
+            if query.get("continue").is_some() {
+                errors.push((
+                    OptionError {
+                        field: "resourceVersionMatch",
+                        reason: FORBIDDEN,
+                    },
+                    "Forbidden: resourceVersionMatch is forbidden when continue is provided"
+                        .to_string(),
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(invalid_list_options(&errors));
+        }
         Ok(WatchOptions {
             selectors: Selectors::parse(query),
             resource_version: VersionParam::parse(query.get("resourceVersion"))?,
             timeout: positive(query, "timeoutSeconds")?
                 .map(|s| Duration::from_secs(s as u64))
                 .unwrap_or(Self::DEFAULT_TIMEOUT),
+            allow_bookmarks: boolean(query, "allowWatchBookmarks")? == Some(true),
+            send_initial_events,
         })
     }
 }
@@ -547,6 +661,40 @@ mod tests {
             Duration::from_secs(5)
         );
         assert!(watch("watch=1&timeoutSeconds=x").is_err());
+    }
+
+    #[test]
+    fn watch_list_options_are_validated_as_upstream() {
+        let w = watch("watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true").unwrap();
+        assert_eq!(w.send_initial_events, Some(true));
+        assert!(w.allow_bookmarks);
+        let w = watch("watch=1&sendInitialEvents=false&resourceVersionMatch=NotOlderThan").unwrap();
+        assert_eq!(w.send_initial_events, Some(false));
+        assert!(!w.allow_bookmarks);
+        // kube-apiserver 1.36's messages, byte for byte.
+        let e = watch("watch=1&sendInitialEvents=true").unwrap_err();
+        assert_eq!((e.code, e.reason), (422, Reason::Invalid));
+        assert_eq!(e.message, "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan");
+        assert_eq!(
+            e.details.as_ref().unwrap()["causes"][0]["reason"],
+            "FieldValueForbidden"
+        );
+        let e = watch("watch=1&resourceVersionMatch=NotOlderThan").unwrap_err();
+        assert_eq!(e.message, "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided");
+        let e = watch("watch=1&sendInitialEvents=false&resourceVersionMatch=Exact").unwrap_err();
+        assert_eq!(e.message, "ListOptions.meta.k8s.io \"\" is invalid: [resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan, resourceVersionMatch: Unsupported value: \"Exact\": supported values: \"NotOlderThan\"]");
+        assert_eq!(
+            e.details.as_ref().unwrap()["causes"][1]["reason"],
+            "FieldValueNotSupported"
+        );
+        let e = list("sendInitialEvents=true").unwrap_err();
+        assert_eq!(e.message, "ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list");
+        assert_eq!(
+            watch("watch=1&sendInitialEvents=maybe&resourceVersionMatch=NotOlderThan")
+                .unwrap_err()
+                .code,
+            400
+        );
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct ServeOptions {
     pub readyz_exclude_kms: bool,
     /// Connections, idle time, request bodies, requests in flight, watches, unpaged lists.
     pub limits: crate::limits::ServingLimits,
+    /// How often watches that allow bookmarks get one.
+    pub watch_bookmark_interval: Duration,
 }
 
 fn generate_config(path: &Path) -> Result<(), String> {
@@ -166,7 +168,10 @@ pub async fn run(
         EncryptedStore::new(store.clone(), chain.clone(), prefix.clone()),
         metrics.clone(),
     );
-    let api = Arc::new(Api::new(objects, options.storage_encoding));
+    let api = Arc::new(
+        Api::new(objects, options.storage_encoding)
+            .with_bookmark_interval(options.watch_bookmark_interval),
+    );
     api.reload_crds()
         .await
         .map_err(|e| format!("loading CustomResourceDefinitions: {e}"))?;

@@ -73,6 +73,7 @@ mod error;
 mod json;
 mod meta;
 mod model;
+mod response;
 mod time;
 mod typed_json;
 mod wire;
@@ -80,6 +81,9 @@ mod wire;
 pub use dump::dump_unknown;
 pub use error::CodecError;
 pub use json::{decode_json_storage, encode_json_storage};
+pub use response::{
+    encode_protobuf_list, encode_status_protobuf, encode_watch_frame, list_item_kind,
+};
 pub use time::{format_rfc3339, parse_rfc3339};
 
 use serde_json::Value;

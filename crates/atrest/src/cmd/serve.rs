@@ -71,6 +71,14 @@ pub struct ServeArgs {
     /// depends on a KMS plugin.
     #[arg(long = "readyz-exclude-kms")]
     readyz_exclude_kms: bool,
+    /// How often a watch with allowWatchBookmarks=true gets a BOOKMARK event (upstream:
+    /// about once a minute).
+    #[arg(
+        long = "watch-bookmark-interval-seconds",
+        value_name = "SECONDS",
+        default_value = "60"
+    )]
+    watch_bookmark_interval: u64,
     /// KMS v2: seconds after the last healthy Status until writes are refused (upstream: 180).
     #[arg(
         long = "kms-write-state-ttl-seconds",
@@ -194,6 +202,7 @@ pub fn serve(args: ServeArgs) -> CmdResult {
         },
         readyz_exclude_kms: args.readyz_exclude_kms,
         limits: args.limits.limits(),
+        watch_bookmark_interval: Duration::from_secs(args.watch_bookmark_interval.max(1)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

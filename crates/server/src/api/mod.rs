@@ -49,44 +49,152 @@ pub struct Api {
     /// Set when the server shuts down: open watches end so that shutdown does not wait for
     /// them (clients re-establish them elsewhere, as they do with kube-apiserver).
     stopping: tokio::sync::watch::Sender<bool>,
+    /// How often a watch with `allowWatchBookmarks=true` sends a BOOKMARK.
+    bookmark_interval: std::time::Duration,
 }
 
-/// A response body: one JSON document, or a stream of watch events.
+/// Upstream's bookmark frequency (the watch cache sends one about every minute).
+pub const DEFAULT_BOOKMARK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A response body: one JSON document (answered in protobuf when the client prefers it
+/// and the kind has a protobuf form), or a stream of watch events in `content_type`.
 pub enum Reply {
     Json(u16, Value),
-    Stream(futures::stream::BoxStream<'static, Bytes>),
+    Stream {
+        content_type: &'static str,
+        events: futures::stream::BoxStream<'static, Bytes>,
+    },
 }
 
 impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reply::Json(code, _) => write!(f, "Reply::Json({code})"),
-            Reply::Stream(_) => f.write_str("Reply::Stream"),
+            Reply::Stream { content_type, .. } => write!(f, "Reply::Stream({content_type})"),
         }
     }
 }
 
 /// What the client accepts, as far as the server's answer shape goes.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Accept {
     pub table: bool,
-    /// The client prefers `application/vnd.kubernetes.protobuf` (kubectl's typed clients).
+    /// The client prefers `application/vnd.kubernetes.protobuf` (client-go's typed clients
+    /// send `application/vnd.kubernetes.protobuf, */*`).
     pub protobuf: bool,
+    /// On `/api` and `/apis`: the aggregated discovery version the client prefers, if any.
+    pub discovery: Option<DiscoveryVersion>,
+}
+
+/// `apidiscovery.k8s.io` versions served (`v2beta1` for kubectl 1.27-1.29).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryVersion {
+    V2,
+    V2beta1,
+}
+
+impl DiscoveryVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscoveryVersion::V2 => "v2",
+            DiscoveryVersion::V2beta1 => "v2beta1",
+        }
+    }
+}
+
+/// One entry of an `Accept` header: type/subtype, parameters but `q`, and `q`.
+#[derive(Debug)]
+struct MediaRange<'a> {
+    essence: String,
+    params: Vec<(String, &'a str)>,
+    /// `q` in thousandths (1000 when absent).
+    quality: u16,
+}
+
+impl MediaRange<'_> {
+    fn param(&self, key: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
+/// The header's media ranges, most preferred first (by `q`, then order); `q=0` dropped.
+fn media_ranges(header: &str) -> Vec<MediaRange<'_>> {
+    let mut ranges: Vec<MediaRange<'_>> = header
+        .split(',')
+        .filter_map(|entry| {
+            let mut parts = entry.split(';');
+            let essence = parts.next()?.trim().to_ascii_lowercase();
+            if essence.is_empty() {
+                return None;
+            }
+            let mut range = MediaRange {
+                essence,
+                params: Vec::new(),
+                quality: 1000,
+            };
+            for p in parts {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"'));
+                if k == "q" {
+                    range.quality = v
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|q| (0.0..=1.0).contains(q))
+                        .map(|q| (q * 1000.0).round() as u16)
+                        .unwrap_or(0);
+                } else {
+                    range.params.push((k, v));
+                }
+            }
+            (range.quality > 0).then_some(range)
+        })
+        .collect();
+    // Stable: equal preferences keep the client's order.
+    ranges.sort_by_key(|r| std::cmp::Reverse(r.quality));
+    ranges
 }
 
 impl Accept {
     pub fn parse(header: &str) -> Self {
-        let first = header
-            .split(',')
-            .next()
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim();
+        let ranges = media_ranges(header);
+        let protobuf = ranges
+            .iter()
+            .find(|r| {
+                matches!(
+                    r.essence.as_str(),
+                    "application/json"
+                        | "application/vnd.kubernetes.protobuf"
+                        | "application/*"
+                        | "*/*"
+                ) && r.param("as").is_none()
+            })
+            .is_some_and(|r| r.essence == "application/vnd.kubernetes.protobuf");
+        let discovery = ranges
+            .iter()
+            .find_map(|r| {
+                let json = r.essence == "application/json";
+                match (r.param("g"), r.param("v"), r.param("as")) {
+                    (Some("apidiscovery.k8s.io"), Some(v), Some("APIGroupDiscoveryList"))
+                        if json =>
+                    {
+                        match v {
+                            "v2" => Some(Some(DiscoveryVersion::V2)),
+                            "v2beta1" => Some(Some(DiscoveryVersion::V2beta1)),
+                            _ => None,
+                        }
+                    }
+                    (_, _, Some(_)) => None,
+                    _ if json || matches!(r.essence.as_str(), "application/*" | "*/*") => {
+                        Some(None)
+                    }
+                    _ => None,
+                }
+            })
+            .flatten();
         Accept {
             table: atrest_api::table::accepts_table_v1(header),
-            protobuf: first.eq_ignore_ascii_case("application/vnd.kubernetes.protobuf"),
+            protobuf,
+            discovery,
         }
     }
 }
@@ -98,7 +206,15 @@ impl Api {
             registry: RwLock::new((0, Arc::new(Registry::builtin(builtin_encoding)))),
             builtin_encoding,
             stopping: tokio::sync::watch::Sender::new(false),
+            bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
         }
+    }
+
+    /// Sets how often watches that allow bookmarks get one (a zero interval is taken as
+    /// one millisecond).
+    pub fn with_bookmark_interval(mut self, interval: std::time::Duration) -> Self {
+        self.bookmark_interval = interval.max(std::time::Duration::from_millis(1));
+        self
     }
 
     /// Ends every open watch (called when the server starts shutting down).
@@ -215,7 +331,9 @@ impl Api {
                 o["apiVersion"] = json!(res.api_version(&path.version));
                 Reply::Json(200, o)
             }),
-            (RequestOptions::Watch(options), _, None) => self.watch(&res, ns, options).await,
+            (RequestOptions::Watch(options), _, None) => {
+                self.watch(&res, ns, options, accept).await
+            }
             (RequestOptions::List(options), _, None) => self
                 .list(&res, &path.version, ns, &options, accept)
                 .await
@@ -343,5 +461,31 @@ mod tests {
         );
         assert!(!Accept::parse("application/json").table);
         assert!(Accept::parse("application/vnd.kubernetes.protobuf, */*").protobuf);
+        assert!(Accept::parse("application/vnd.kubernetes.protobuf;stream=watch").protobuf);
+        assert!(
+            Accept::parse("application/json;q=0.5, application/vnd.kubernetes.protobuf").protobuf
+        );
+        assert!(!Accept::parse("application/json, application/vnd.kubernetes.protobuf").protobuf);
+        assert!(!Accept::parse("application/vnd.kubernetes.protobuf;q=0, */*").protobuf);
+        assert!(!Accept::parse("").protobuf);
+        assert!(!Accept::parse(";;,,q=").protobuf);
+    }
+
+    #[test]
+    fn accept_aggregated_discovery() {
+        let kubectl = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert_eq!(Accept::parse(kubectl).discovery, Some(DiscoveryVersion::V2));
+        let old = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert_eq!(
+            Accept::parse(old).discovery,
+            Some(DiscoveryVersion::V2beta1)
+        );
+        assert_eq!(Accept::parse("application/json").discovery, None);
+        assert_eq!(Accept::parse("application/json, application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList").discovery, None);
+        assert_eq!(
+            Accept::parse("application/json;g=apidiscovery.k8s.io;v=v3;as=APIGroupDiscoveryList")
+                .discovery,
+            None
+        );
     }
 }
